@@ -1,0 +1,95 @@
+"""Write and read model cards (the JSON in an ONNX file's metadata_props) for the build tools.
+
+The joint tables, skeletons and flip pairs of the two joint sets the project serves live here,
+once. The service reads them back from the ONNX file; it has no copy of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import onnx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "handler"))
+from pose import card as card_schema  # noqa: E402  (the service's validator is the one truth)
+
+MPII_JOINTS = (
+    "r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "pelvis", "thorax",
+    "upper_neck", "head_top", "r_wrist", "r_elbow", "r_shoulder", "l_shoulder", "l_elbow", "l_wrist",
+)
+MPII_SKELETON = (
+    (0, 1), (1, 2), (2, 6), (6, 3), (3, 4), (4, 5), (6, 7), (7, 8), (8, 9),
+    (7, 12), (12, 11), (11, 10), (7, 13), (13, 14), (14, 15),
+)
+COCO_JOINTS = (
+    "nose", "l_eye", "r_eye", "l_ear", "r_ear", "l_shoulder", "r_shoulder", "l_elbow", "r_elbow",
+    "l_wrist", "r_wrist", "l_hip", "r_hip", "l_knee", "r_knee", "l_ankle", "r_ankle",
+)
+COCO_SKELETON = (
+    (0, 1), (0, 2), (1, 3), (2, 4), (5, 6), (5, 7), (7, 9), (6, 8), (8, 10),
+    (5, 11), (6, 12), (11, 12), (11, 13), (13, 15), (12, 14), (14, 16),
+)
+IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
+IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
+
+
+def sides(joints: tuple[str, ...]) -> list[str]:
+    return ["left" if j.startswith("l_") else "right" if j.startswith("r_") else "center" for j in joints]
+
+
+def flip_pairs(joints: tuple[str, ...]) -> list[list[int]]:
+    index = {j: i for i, j in enumerate(joints)}
+    return [[i, index["r_" + j[2:]]] for i, j in enumerate(joints) if j.startswith("l_")]
+
+
+def joint_set(name: str) -> dict:
+    """joints, sides, skeleton and flip_pairs of 'mpii' or 'coco', as card fields."""
+    joints, skeleton = {"mpii": (MPII_JOINTS, MPII_SKELETON), "coco": (COCO_JOINTS, COCO_SKELETON)}[name]
+    return {
+        "joints": list(joints),
+        "sides": sides(joints),
+        "skeleton": [list(p) for p in skeleton],
+        "flip_pairs": flip_pairs(joints),
+    }
+
+
+def make_card(*, name: str, version: str, source: str, license: str, quantization: str, input: dict,
+              output: dict, joint_set_name: str | None = None, joints: list[str] | None = None,
+              threshold: float = 0.6, **extra) -> dict:
+    """A complete card dict; validated by the service's own parser before it is returned."""
+    card = {"schema": card_schema.SCHEMA_VERSION, "name": name, "version": version, "source": source,
+            "license": license, "quantization": quantization, "input": input, "output": output,
+            "threshold": threshold, **extra}
+    if joint_set_name:
+        card.update(joint_set(joint_set_name))
+        if joints is not None:  # a model whose output order differs from the dataset's order
+            order = [card["joints"].index(j) for j in joints]
+            inverse = {old: new for new, old in enumerate(order)}
+            card["joints"] = list(joints)
+            card["sides"] = sides(tuple(joints))
+            card["skeleton"] = [[inverse[a], inverse[b]] for a, b in card["skeleton"]]
+            card["flip_pairs"] = flip_pairs(tuple(joints))
+    card_schema.parse(json.dumps(card))
+    return card
+
+
+def set_card(model: onnx.ModelProto, card: dict) -> onnx.ModelProto:
+    """Put the card into the model's metadata_props (replacing an older one)."""
+    card_schema.parse(json.dumps(card))
+    keep = [p for p in model.metadata_props if p.key != card_schema.CARD_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    entry = model.metadata_props.add()
+    entry.key = card_schema.CARD_KEY
+    entry.value = json.dumps(card, sort_keys=True)
+    return model
+
+
+def get_card(model: onnx.ModelProto) -> dict:
+    for p in model.metadata_props:
+        if p.key == card_schema.CARD_KEY:
+            card_schema.parse(p.value)
+            return json.loads(p.value)
+    raise card_schema.ModelError(f"no '{card_schema.CARD_KEY}' entry in metadata_props")

@@ -1,0 +1,183 @@
+"""The model card: how to feed a pose model and how to read its outputs.
+
+Every served ONNX file carries one JSON document in its ``metadata_props`` under the key
+``pose`` (``CARD_KEY``). The build tools write it; the service reads it at cold start and
+refuses a model whose card is missing or invalid. Nothing else in the service knows anything
+model-specific.
+
+Card fields (JSON)::
+
+    {
+      "schema": 1,
+      "name": "movenet-singlepose-thunder", "version": "4",
+      "source": "where the weights come from", "license": "Apache-2.0",
+      "quantization": "fp32" | "int8-static" | "int8-dynamic" | ...,
+      "input": {
+        "name": "input", "height": 256, "width": 256,
+        "layout": "NHWC" | "NCHW", "dtype": "float32" | "int32" | "uint8",
+        "color": "RGB" | "BGR",
+        "scaling": {"kind": "raw"}                                   # 0..255 as is
+                 | {"kind": "range", "range": [-1.0, 1.0]}           # 0..255 -> [lo, hi]
+                 | {"kind": "mean_std", "mean": [r, g, b], "std": [r, g, b]}  # on 0..1 values
+      },
+      "output": {"kind": "heatmaps", "name": "...", "layout": "NCHW" | "NHWC"}
+              | {"kind": "keypoints", "name": "...", "encoding": "yx_score_normalized"},
+      "joints": ["nose", ...],            # output order
+      "sides": ["center" | "left" | "right", ...],   # one per joint, for colours
+      "skeleton": [[i, j], ...],          # limbs as joint index pairs
+      "flip_pairs": [[i, j], ...],        # left/right twins
+      "threshold": 0.6                    # default score threshold
+    }
+
+The scaling and colour fields are the channel order the weights were trained with (``color``
+lists the order of the three channels of the tensor); ``mean``/``std`` are given in that same
+channel order.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .errors import ModelError
+
+CARD_KEY = "pose"
+SCHEMA_VERSION = 1
+
+LAYOUTS = ("NCHW", "NHWC")
+DTYPES = ("float32", "int32", "uint8")
+COLORS = ("RGB", "BGR")
+SIDES = ("center", "left", "right")
+SCALINGS = ("raw", "range", "mean_std")
+KEYPOINT_ENCODINGS = ("yx_score_normalized",)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    height: int
+    width: int
+    layout: str
+    dtype: str
+    color: str
+    scaling: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    kind: str  # "heatmaps" or "keypoints"
+    name: str
+    layout: str | None = None  # heatmaps only
+    encoding: str | None = None  # keypoints only
+
+
+@dataclass(frozen=True)
+class Card:
+    name: str
+    version: str
+    source: str
+    license: str
+    quantization: str
+    input: InputSpec
+    output: OutputSpec
+    joints: tuple[str, ...]
+    sides: tuple[str, ...]
+    skeleton: tuple[tuple[int, int], ...]
+    flip_pairs: tuple[tuple[int, int], ...]
+    threshold: float
+    raw: Mapping[str, Any]
+
+    def to_json(self) -> str:
+        return json.dumps(self.raw, sort_keys=True)
+
+    def describe(self) -> dict[str, Any]:
+        """The card as plain JSON-able data (for /health)."""
+        return json.loads(self.to_json())
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise ModelError(f"invalid model card: {message}")
+
+
+def _pairs(value: Any, n: int, field: str) -> tuple[tuple[int, int], ...]:
+    _require(isinstance(value, list), f"{field} must be a list of [i, j] pairs")
+    pairs = []
+    for p in value:
+        _require(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(i, int) and 0 <= i < n for i in p),
+            f"{field} entry {p!r} is not a pair of joint indices below {n}",
+        )
+        pairs.append((p[0], p[1]))
+    return tuple(pairs)
+
+
+def _scaling(s: Any) -> Mapping[str, Any]:
+    _require(isinstance(s, dict) and s.get("kind") in SCALINGS, f"input.scaling.kind must be one of {SCALINGS}")
+    if s["kind"] == "range":
+        r = s.get("range")
+        _require(isinstance(r, list) and len(r) == 2 and all(isinstance(v, (int, float)) for v in r) and r[0] < r[1],
+                 "input.scaling.range must be [lo, hi] with lo < hi")
+    if s["kind"] == "mean_std":
+        for key in ("mean", "std"):
+            v = s.get(key)
+            _require(isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) for x in v),
+                     f"input.scaling.{key} must be three numbers")
+        _require(all(x > 0 for x in s["std"]), "input.scaling.std must be positive")
+    return s
+
+
+def parse(text: str | None) -> Card:
+    """Validate the JSON card text and return a Card; raise ModelError naming the problem."""
+    _require(text is not None, f"the ONNX file has no '{CARD_KEY}' entry in its metadata_props")
+    try:
+        d = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"invalid model card: not JSON ({exc})") from None
+    _require(isinstance(d, dict), "not a JSON object")
+    _require(d.get("schema") == SCHEMA_VERSION, f"schema must be {SCHEMA_VERSION}")
+    for key in ("name", "version", "source", "license", "quantization"):
+        _require(isinstance(d.get(key), str) and d[key] != "", f"{key} must be a non-empty string")
+
+    i = d.get("input")
+    _require(isinstance(i, dict), "input must be an object")
+    _require(isinstance(i.get("name"), str), "input.name must be a string")
+    for key in ("height", "width"):
+        _require(isinstance(i.get(key), int) and 8 <= i[key] <= 4096, f"input.{key} must be an integer in [8, 4096]")
+    _require(i.get("layout") in LAYOUTS, f"input.layout must be one of {LAYOUTS}")
+    _require(i.get("dtype") in DTYPES, f"input.dtype must be one of {DTYPES}")
+    _require(i.get("color") in COLORS, f"input.color must be one of {COLORS}")
+    inp = InputSpec(i["name"], i["height"], i["width"], i["layout"], i["dtype"], i["color"], _scaling(i.get("scaling")))
+
+    o = d.get("output")
+    _require(isinstance(o, dict) and o.get("kind") in ("heatmaps", "keypoints"),
+             "output.kind must be 'heatmaps' or 'keypoints'")
+    _require(isinstance(o.get("name"), str), "output.name must be a string")
+    if o["kind"] == "heatmaps":
+        _require(o.get("layout") in LAYOUTS, f"output.layout must be one of {LAYOUTS}")
+        out = OutputSpec("heatmaps", o["name"], layout=o["layout"])
+    else:
+        _require(o.get("encoding") in KEYPOINT_ENCODINGS, f"output.encoding must be one of {KEYPOINT_ENCODINGS}")
+        out = OutputSpec("keypoints", o["name"], encoding=o["encoding"])
+
+    joints = d.get("joints")
+    _require(isinstance(joints, list) and joints and all(isinstance(j, str) for j in joints),
+             "joints must be a non-empty list of names")
+    _require(len(set(joints)) == len(joints), "joint names must be unique")
+    n = len(joints)
+    sides = d.get("sides")
+    _require(isinstance(sides, list) and len(sides) == n and all(s in SIDES for s in sides),
+             f"sides must list one of {SIDES} per joint")
+    threshold = d.get("threshold")
+    _require(isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0, "threshold must be a number in [0, 1]")
+
+    return Card(
+        name=d["name"], version=d["version"], source=d["source"], license=d["license"],
+        quantization=d["quantization"], input=inp, output=out,
+        joints=tuple(joints), sides=tuple(sides),
+        skeleton=_pairs(d.get("skeleton"), n, "skeleton"),
+        flip_pairs=_pairs(d.get("flip_pairs", []), n, "flip_pairs"),
+        threshold=float(threshold), raw=d,
+    )
+

@@ -1,0 +1,31 @@
+"""Shared fixtures: paths, the committed photos, the eval set (skipped with a message when absent)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
+SHARED = ROOT.parent / "shared"
+EVAL = SHARED / "eval"
+
+for p in (str(ROOT / "handler"), str(ROOT)):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+
+@pytest.fixture(scope="session")
+def pose_jpg() -> bytes:
+    return (DATA / "pose.jpg").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def eval_set() -> dict:
+    """The shared eval set's labels (mpii and coco), or a skip naming what is missing."""
+    if not (EVAL / "mpii.json").is_file():
+        pytest.skip(f"the eval set is absent ({EVAL}): clone the project with ../shared beside it to run this test")
+    return {name: json.loads((EVAL / f"{name}.json").read_text()) for name in ("mpii", "coco")}
