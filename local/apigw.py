@@ -74,3 +74,11 @@ class LambdaContext:
 def response_body(response: dict) -> bytes:
     body = response.get("body") or ""
     return base64.b64decode(body) if response.get("isBase64Encoded") else body.encode("utf-8")
+
+
+def response_headers(response: dict) -> dict[str, str]:
+    """The response's headers (single- and multi-value), lower-cased names, as a client sees them."""
+    headers = {k.lower(): str(v) for k, v in (response.get("headers") or {}).items()}
+    for k, values in (response.get("multiValueHeaders") or {}).items():
+        headers[k.lower()] = ", ".join(str(v) for v in values)
+    return headers

@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from local import function
-from local.apigw import LambdaContext, proxy_event, response_body
+from local.apigw import LambdaContext, proxy_event, response_body, response_headers
 
 API_ROUTES = ("/pose", "/health")
 MAX_BODY = 10 * 1024 * 1024  # read at most this much; the handler enforces the API's own limits
@@ -46,10 +46,7 @@ class Handler(BaseHTTPRequestHandler):
         event = proxy_event(method, url.path, body, dict(self.headers.items()), url.query)
         with self.lock:
             response = self.app.lambda_handler(event, LambdaContext())
-        headers = dict(response.get("headers") or {})
-        for k, values in (response.get("multiValueHeaders") or {}).items():
-            headers[k] = ", ".join(values)
-        self._send(response["statusCode"], headers, response_body(response))
+        self._send(response["statusCode"], response_headers(response), response_body(response))
 
     def _static(self) -> None:
         rel = urlsplit(self.path).path.lstrip("/") or "index.html"

@@ -29,3 +29,32 @@ def eval_set() -> dict:
     if not (EVAL / "mpii.json").is_file():
         pytest.skip(f"the eval set is absent ({EVAL}): clone the project with ../shared beside it to run this test")
     return {name: json.loads((EVAL / f"{name}.json").read_text()) for name in ("mpii", "coco")}
+
+
+def served_model(name: str = "movenet-thunder") -> Path:
+    """The INT8 model the model layer ships for `name`."""
+    return ROOT / "models" / "int8" / f"{name}.int8.onnx"
+
+
+@pytest.fixture(scope="session")
+def app():
+    """The Lambda handler module, imported once (its cold start) with the default served model."""
+    import os
+
+    os.environ["MODEL_PATH"] = str(served_model())
+    from local import function
+
+    return function.load()
+
+
+@pytest.fixture()
+def call(app):
+    """Send one API Gateway event to the handler; returns (status, parsed JSON body, raw response)."""
+    from local.apigw import LambdaContext, response_body
+
+    def send(event: dict):
+        response = app.lambda_handler(event, LambdaContext())
+        body = response_body(response)
+        return response["statusCode"], json.loads(body) if body else None, response
+
+    return send

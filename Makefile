@@ -1,0 +1,48 @@
+# The verbs of the project. A newcomer needs two: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 3000
+MODEL ?= movenet-thunder
+EVENT ?= events/pose-json.json
+export SAM_CLI_TELEMETRY := 0
+
+.PHONY: help demo test serve invoke events layers model export report bench validate clean
+
+help:
+	@echo "make demo     set up, build the layers, run the function on a bundled photo (out/annotated.png)"
+	@echo "make test     run every test"
+	@echo "make serve    local API + web page on http://127.0.0.1:$(PORT)/ (PORT=...)"
+	@echo "make invoke   run the function on one event (EVENT=events/....json)"
+	@echo "make layers   build the dependency and model layers and check the 250 MB limit"
+	@echo "make events   regenerate the sample events in events/"
+	@echo "make validate sam validate (lint and full)"
+
+$(VENV)/.installed: requirements-dev.txt handler/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	@test -d layers/model/build/model || $(MAKE) layers
+	MODEL_PATH=$(CURDIR)/layers/model/build/model/$(MODEL).int8.onnx $(PY) -m local.invoke events/pose-json.json --out out
+	@echo "demo done: see out/annotated.png and out/pose.json"
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+
+serve: $(VENV)/.installed
+	MODEL=$(MODEL) $(PY) -m local.serve --port $(PORT)
+
+invoke: $(VENV)/.installed
+	MODEL=$(MODEL) $(PY) -m local.invoke $(EVENT) --out out
+
+events: $(VENV)/.installed
+	$(PY) -m events.make_events
+
+clean:
+	rm -rf out layers/*/build .aws-sam

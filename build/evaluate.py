@@ -1,0 +1,179 @@
+"""Accuracy of a served model on the shared eval set (../shared/eval), through the service's own code.
+
+    python build/evaluate.py models/int8/movenet-thunder.int8.onnx [--json out/eval.json]
+
+Two protocols, as the eval README describes them:
+- crops: the model runs on each labelled instance's square crop and is scored against that instance;
+- whole: the model runs on the whole photo, as the service receives it, and is scored against the
+  labelled person its prediction matches best.
+Metrics: PCKh@0.5 and PCKh@0.1 on the MPII instances, OKS and PCK@0.2 on the COCO instances, each
+over the joints the model and the labels share by name (a COCO model has no head_top, say). COCO
+numbers are also given without the `coco_train2017_TRAIN` subset (MoveNet was trained on it): use
+those to compare models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "handler"))
+from pose.image import decode  # noqa: E402
+from pose.model import PoseModel  # noqa: E402
+
+EVAL = ROOT.parent / "shared" / "eval"
+TRAIN_SUBSET = "coco_train2017_TRAIN"
+COCO_SIGMAS = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07, 1.07, .87, .87, .89, .89]) / 10
+LOW_LIGHT_SUBSET = "exlpose"
+
+
+def load_labels(eval_dir: Path = EVAL) -> dict:
+    if not (eval_dir / "mpii.json").is_file():
+        raise FileNotFoundError(f"the eval set is absent: {eval_dir} (clone with ../shared beside the project)")
+    sets = {name: json.loads((eval_dir / f"{name}.json").read_text()) for name in ("mpii", "coco")}
+    return {
+        "mpii": (sets["mpii"]["meta"]["mpii_joint_order"], sets["mpii"]["instances"]),
+        "coco": (sets["coco"]["meta"]["coco_joint_order"], sets["coco"]["instances"]),
+    }
+
+
+def read_rgb(eval_dir: Path, rel: str) -> np.ndarray:
+    return decode((eval_dir / rel).read_bytes())
+
+
+def crop_of(rgb: np.ndarray, crop: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The instance's square crop (zero padded outside the photo) and its top-left offset."""
+    side = max(1, int(round(crop["size"])))
+    left = int(round(crop["center"][0] - crop["size"] / 2))
+    top = int(round(crop["center"][1] - crop["size"] / 2))
+    patch = Image.fromarray(rgb).crop((left, top, left + side, top + side))
+    return np.asarray(patch), np.array([left, top], dtype=np.float64)
+
+
+@dataclass
+class Scored:
+    """One instance scored: per shared joint, whether it was labelled and whether it was right."""
+
+    instance: str
+    subset: str
+    labelled: np.ndarray  # (J,) bool
+    correct: dict[str, np.ndarray]  # metric -> (J,) bool (PCK kinds)
+    oks: float | None = None
+
+
+def match(model_joints: tuple[str, ...], label_joints: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    shared = [j for j in label_joints if j in model_joints]
+    return (np.array([model_joints.index(j) for j in shared]), np.array([label_joints.index(j) for j in shared]),
+            shared)
+
+
+def score_mpii(pred: np.ndarray, inst: dict, mi: np.ndarray, li: np.ndarray) -> Scored:
+    gt = np.asarray(inst["joints"], dtype=np.float64)[li]
+    labelled = gt[:, 2] > 0
+    d = np.linalg.norm(pred[mi] - gt[:, :2], axis=1)
+    h = inst["head_size"]
+    return Scored(inst["id"], inst["subset"], labelled,
+                  {"pckh@0.5": labelled & (d <= 0.5 * h), "pckh@0.1": labelled & (d <= 0.1 * h)})
+
+
+def score_coco(pred: np.ndarray, inst: dict, mi: np.ndarray, li: np.ndarray) -> Scored:
+    gt = np.asarray(inst["keypoints"], dtype=np.float64)[li]
+    labelled = gt[:, 2] > 0
+    d = np.linalg.norm(pred[mi] - gt[:, :2], axis=1)
+    var = (2 * COCO_SIGMAS[li]) ** 2
+    e = d ** 2 / var / (inst["area"] + np.spacing(1)) / 2
+    oks = float(np.exp(-e)[labelled].mean()) if labelled.any() else None
+    side = max(inst["bbox"][2], inst["bbox"][3])
+    return Scored(inst["id"], inst["subset"], labelled, {"pck@0.2": labelled & (d <= 0.2 * side)}, oks)
+
+
+def quality(s: Scored) -> float:
+    """How well a prediction matches an instance, for picking the best-matching person."""
+    if s.oks is not None:
+        return s.oks
+    return float(s.correct["pckh@0.5"].sum() / max(1, s.labelled.sum()))
+
+
+def run(model: PoseModel, eval_dir: Path = EVAL, protocols: tuple[str, ...] = ("crops", "whole")) -> dict:
+    """Per protocol and label set, the list of Scored instances (whole: one per photo, best match)."""
+    labels = load_labels(eval_dir)
+    images: dict[str, np.ndarray] = {}
+    whole_pred: dict[str, np.ndarray] = {}
+    results: dict = {}
+    for set_name, (label_joints, instances) in labels.items():
+        mi, li, _ = match(model.card.joints, label_joints)
+        if len(mi) == 0:
+            continue
+        scorer = score_mpii if set_name == "mpii" else score_coco
+        for protocol in protocols:
+            scored: list[Scored] = []
+            by_image: dict[str, list[Scored]] = {}
+            for inst in instances:
+                if inst["image"] not in images:
+                    images[inst["image"]] = read_rgb(eval_dir, inst["image"])
+                rgb = images[inst["image"]]
+                if protocol == "crops":
+                    patch, offset = crop_of(rgb, inst["crop"])
+                    scored.append(scorer(model.estimate(patch).points + offset, inst, mi, li))
+                else:
+                    if inst["image"] not in whole_pred:
+                        whole_pred[inst["image"]] = model.estimate(rgb).points
+                    by_image.setdefault(inst["image"], []).append(scorer(whole_pred[inst["image"]], inst, mi, li))
+            if protocol == "whole":
+                scored = [max(group, key=quality) for group in by_image.values()]
+            results[(protocol, set_name)] = scored
+    return results
+
+
+def summarise(scored: list[Scored], exclude_subsets: tuple[str, ...] = ()) -> dict:
+    kept = [s for s in scored if s.subset not in exclude_subsets]
+    out: dict = {"instances": len(kept)}
+    if not kept:
+        return out
+    labelled = np.concatenate([s.labelled for s in kept])
+    for metric in kept[0].correct:
+        hits = np.concatenate([s.correct[metric] for s in kept])
+        out[metric] = round(100.0 * hits.sum() / max(1, labelled.sum()), 2)
+    oks = [s.oks for s in kept if s.oks is not None]
+    if oks:
+        out["oks"] = round(100.0 * float(np.mean(oks)), 2)
+    out["joints_labelled"] = int(labelled.sum())
+    return out
+
+
+def report(results: dict) -> dict:
+    table = {}
+    for (protocol, set_name), scored in results.items():
+        table[f"{protocol}/{set_name}"] = summarise(scored)
+        if set_name == "coco":
+            table[f"{protocol}/{set_name}/no-train"] = summarise(scored, (TRAIN_SUBSET,))
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--eval-dir", type=Path, default=EVAL)
+    args = parser.parse_args(argv)
+    model = PoseModel(args.model)
+    table = report(run(model, args.eval_dir))
+    print(f"{model.card.name} ({model.card.quantization})")
+    for key, row in table.items():
+        print(f"  {key:<22} " + "  ".join(f"{k}={v}" for k, v in row.items()))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"model": model.card.name, "quantization": model.card.quantization,
+                                         "results": table}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
