@@ -8,7 +8,7 @@ MODEL ?= movenet-thunder
 EVENT ?= events/pose-json.json
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help demo test serve invoke events layers model export report bench validate clean
+.PHONY: help venv demo test serve invoke events layers validate sam-build model export report bench clean
 
 help:
 	@echo "make demo     set up, build the layers, run the function on a bundled photo (out/annotated.png)"
@@ -43,6 +43,16 @@ invoke: $(VENV)/.installed
 
 events: $(VENV)/.installed
 	$(PY) -m events.make_events
+
+layers: $(VENV)/.installed
+	$(PY) layers/build_layers.py $(if $(MODEL_DIR),--model-dir $(MODEL_DIR)) $(if $(PYC_PYTHON),--pyc-python $(PYC_PYTHON))
+
+validate: $(VENV)/.installed
+	$(VENV)/bin/sam validate --lint
+	$(VENV)/bin/sam validate --region us-east-1
+
+sam-build: $(VENV)/.installed
+	PIP_PYTHON=$(CURDIR)/$(PY) $(VENV)/bin/sam build
 
 clean:
 	rm -rf out layers/*/build .aws-sam

@@ -1,0 +1,331 @@
+"""The SAM template: it validates offline, and says what the service needs.
+
+`sam validate --lint` (SAM translator + cfn-lint) and plain `sam validate` both run offline with
+no AWS credentials. The content checks read the template as written and as SAM translates it
+to CloudFormation (the translation runs locally, like `sam validate`).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "template.yaml"
+SAM = Path(sys.executable).with_name("sam")
+API_GATEWAY_TIMEOUT_S = 29
+IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp"}
+ENV_VARS = {
+    "MODEL_PATH",
+    "MODEL_S3_URI",
+    "MODEL_SHA256",
+    "ALLOWED_ORIGIN",
+    "POWERTOOLS_SERVICE_NAME",
+    "POWERTOOLS_METRICS_NAMESPACE",
+    "LOG_LEVEL",
+}
+
+
+def sam_env() -> dict[str, str]:
+    """An environment in which sam cannot reach AWS or an instance-metadata endpoint."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") or k == "AWS_CA_BUNDLE"}
+    env.update(
+        SAM_CLI_TELEMETRY="0",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+    )
+    return env
+
+
+def run_sam(*args: str) -> subprocess.CompletedProcess:
+    sam = str(SAM) if SAM.exists() else "sam"
+    return subprocess.run(
+        [sam, *args, "--template-file", str(TEMPLATE)],
+        cwd=ROOT,
+        env=sam_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def template() -> dict:
+    from samcli.yamlhelper import yaml_parse
+
+    return yaml_parse(TEMPLATE.read_text())
+
+
+@pytest.fixture(scope="module")
+def resources(template) -> dict:
+    return template["Resources"]
+
+
+@pytest.fixture(scope="module")
+def function(resources) -> dict:
+    return resources["PoseFunction"]
+
+
+@pytest.fixture(scope="module")
+def api(resources) -> dict:
+    return resources["PoseApi"]["Properties"]
+
+
+@pytest.fixture(scope="module")
+def translated(template) -> dict:
+    """The template as SAM translates it to CloudFormation (offline, as `sam validate` does)."""
+    import boto3
+    from samtranslator.parser.parser import Parser
+    from samtranslator.translator.translator import Translator
+
+    sam = copy.deepcopy(template)
+    for resource in sam["Resources"].values():  # the translator wants S3 locations, not folders
+        props = resource.get("Properties", {})
+        for key in ("CodeUri", "ContentUri"):
+            if key in props:
+                props[key] = "s3://bucket/code.zip"
+    translator = Translator(None, Parser(), boto_session=boto3.Session(region_name="us-east-1"))
+    return translator.translate(sam, parameter_values={}, get_managed_policy_map=lambda: {})
+
+
+def of_type(translated: dict, cfn_type: str) -> dict:
+    return {k: v for k, v in translated["Resources"].items() if v["Type"] == cfn_type}
+
+
+# --- sam validate -------------------------------------------------------------------------
+
+
+def test_sam_validate_lint():
+    r = run_sam("validate", "--lint")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "is a valid SAM Template" in r.stdout + r.stderr
+
+
+def test_sam_validate_with_region():
+    r = run_sam("validate", "--region", "us-east-1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "is a valid SAM Template" in r.stdout + r.stderr
+
+
+# --- the function -------------------------------------------------------------------------
+
+
+def test_runtime_architecture_and_tracing(template, function):
+    g = template["Globals"]["Function"]
+    props = {**g, **function["Properties"]}
+    assert props["Runtime"] == "python3.12"
+    assert props["Architectures"] == ["x86_64"]
+    assert props["Tracing"] == "Active"
+    assert props["Handler"] == "app.lambda_handler"
+    assert props["CodeUri"] == "handler/"
+
+
+def test_every_part_builds_with_make_not_python312(resources):
+    """BuildMethod makefile everywhere: sam build needs no Docker and no local Python 3.12."""
+    buildable = {k: v for k, v in resources.items() if v["Type"] in ("AWS::Serverless::Function", "AWS::Serverless::LayerVersion")}
+    assert set(buildable) == {"PoseFunction", "DepsLayer", "ModelLayer"}
+    for logical_id, resource in buildable.items():
+        assert resource.get("Metadata", {}).get("BuildMethod") == "makefile", logical_id
+        folder = resource["Properties"].get("CodeUri") or resource["Properties"]["ContentUri"]
+        makefile = (ROOT / folder / "Makefile").read_text()
+        assert re.search(rf"^build-{logical_id}:", makefile, re.M), f"{folder}Makefile has no build-{logical_id}"
+
+
+def test_timeout_fits_under_api_gateway(template, function):
+    timeout = function["Properties"].get("Timeout", template["Globals"]["Function"]["Timeout"])
+    assert isinstance(timeout, int) and 3 <= timeout < API_GATEWAY_TIMEOUT_S
+
+
+def test_memory_is_a_parameter_of_at_least_one_vcpu(template):
+    assert template["Globals"]["Function"]["MemorySize"] == {"Ref": "MemorySize"}
+    p = template["Parameters"]["MemorySize"]
+    assert p["Type"] == "Number"
+    assert 1769 <= p["Default"] <= 10240  # 1769 MB = one full vCPU
+    assert p["MinValue"] >= 128 and p["MaxValue"] <= 10240
+
+
+def test_environment(function, template):
+    env = function["Properties"]["Environment"]["Variables"]
+    assert ENV_VARS <= set(env)
+    assert env["MODEL_PATH"] == {"Fn::Sub": "/opt/model/${ModelName}.int8.onnx"}
+    assert env["ALLOWED_ORIGIN"] == {"Ref": "AllowedOrigin"}
+    # The optional ones are absent (not empty) when their parameter is empty.
+    assert env["MODEL_S3_URI"] == {"Fn::If": ["HasModelS3Uri", {"Ref": "ModelS3Uri"}, {"Ref": "AWS::NoValue"}]}
+    assert env["MODEL_SHA256"] == {"Fn::If": ["HasModelSha256", {"Ref": "ModelSha256"}, {"Ref": "AWS::NoValue"}]}
+    assert "AWS_LAMBDA_FUNCTION_MEMORY_SIZE" not in env  # Lambda sets it
+
+
+def test_layers_attached(function, template):
+    layers = function["Properties"]["Layers"]
+    assert {"Ref": "DepsLayer"} in layers
+    # No model layer when the model comes from S3.
+    assert {"Fn::If": ["UseModelLayer", {"Ref": "ModelLayer"}, {"Ref": "AWS::NoValue"}]} in layers
+    assert template["Resources"]["ModelLayer"]["Condition"] == "UseModelLayer"
+    assert template["Conditions"]["UseModelLayer"] == {"Fn::Equals": [{"Ref": "ModelS3Uri"}, ""]}
+
+
+def test_layer_contents_and_compatibility(resources):
+    for logical_id, folder in (("DepsLayer", "layers/deps/"), ("ModelLayer", "layers/model/")):
+        props = resources[logical_id]["Properties"]
+        assert props["ContentUri"] == folder
+        assert props["CompatibleRuntimes"] == ["python3.12"]
+        assert props["CompatibleArchitectures"] == ["x86_64"]
+
+
+def test_model_names_match_the_model_layer(template):
+    """Every ModelName the template accepts is a file the model layer's Makefile ships."""
+    allowed = template["Parameters"]["ModelName"]["AllowedValues"]
+    assert template["Parameters"]["ModelName"]["Default"] == "movenet-thunder"
+    makefile = (ROOT / "layers" / "model" / "Makefile").read_text()
+    shipped = re.search(r"^MODELS \?= (.+)$", makefile, re.M).group(1).split()
+    assert sorted(allowed) == sorted(shipped) == sorted(["movenet-thunder", "efficientpose", "simple-baselines-r50-mpii"])
+
+
+# --- the model in S3: one object, only when asked for -------------------------------------
+
+
+def test_s3_policy_is_conditional_and_scoped_to_the_object(template, resources):
+    policy = resources["ModelS3ReadPolicy"]
+    assert policy["Type"] == "AWS::IAM::RolePolicy"
+    assert policy["Condition"] == "HasModelS3Uri"
+    assert template["Conditions"]["HasModelS3Uri"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "ModelS3Uri"}, ""]}]}
+    assert policy["Properties"]["RoleName"] == {"Ref": "PoseFunctionRole"}
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Allow"
+    assert statement["Action"] == "s3:GetObject"
+    assert statement["Resource"] == {
+        "Fn::Sub": [
+            "arn:${AWS::Partition}:s3:::${BucketAndKey}",
+            {"BucketAndKey": {"Fn::Select": [1, {"Fn::Split": ["s3://", {"Ref": "ModelS3Uri"}]}]}},
+        ]
+    }
+    assert template["Parameters"]["ModelS3Uri"]["Default"] == ""
+
+
+def test_no_other_s3_access(translated):
+    """The function's own role has only the basic execution and X-Ray policies."""
+    role = translated["Resources"]["PoseFunctionRole"]["Properties"]
+    assert "Policies" not in role or not role["Policies"]
+    assert sorted(a.rsplit("/", 1)[-1] for a in role["ManagedPolicyArns"]) == ["AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess"]
+    assert translated["Resources"]["PoseFunctionRole"]["Type"] == "AWS::IAM::Role"  # what ModelS3ReadPolicy names
+
+
+@pytest.mark.parametrize(
+    "uri, ok",
+    [
+        ("", True),
+        ("s3://my-models/pose/movenet-thunder.int8.onnx", True),
+        ("s3://my.bucket-1/a", True),
+        ("s3://my-models/*", False),  # a wildcard would grant more than one object
+        ("s3://my-models/model?.onnx", False),
+        ("s3://my-models/${aws:username}.onnx", False),  # an IAM policy variable
+        ("s3://my-models/", False),
+        ("s3://My_Bucket/key", False),
+        ("https://my-models.s3.amazonaws.com/key", False),
+        ("arn:aws:s3:::my-models/key", False),
+    ],
+)
+def test_model_s3_uri_pattern(template, uri, ok):
+    pattern = template["Parameters"]["ModelS3Uri"]["AllowedPattern"]
+    assert bool(re.fullmatch(pattern, uri)) is ok
+
+
+@pytest.mark.parametrize(
+    "sha, ok", [("", True), ("a" * 64, True), ("A" * 64, False), ("a" * 63, False), ("g" * 64, False)]
+)
+def test_model_sha256_pattern(template, sha, ok):
+    assert bool(re.fullmatch(template["Parameters"]["ModelSha256"]["AllowedPattern"], sha)) is ok
+
+
+# --- the API ------------------------------------------------------------------------------
+
+
+def test_binary_media_types_are_the_image_types_only(api, translated):
+    types = api["BinaryMediaTypes"]
+    assert set(types) == IMAGE_TYPES and len(types) == len(IMAGE_TYPES)
+    assert not any("*" in t for t in types)  # */* would make JSON and the CORS preflight binary
+    (rest_api,) = of_type(translated, "AWS::ApiGateway::RestApi").values()
+    assert set(rest_api["Properties"]["Body"]["x-amazon-apigateway-binary-media-types"]) == IMAGE_TYPES
+
+
+def test_routes(function, translated):
+    events = {(e["Properties"]["Path"], e["Properties"]["Method"].lower()) for e in function["Properties"]["Events"].values()}
+    assert events == {("/pose", "post"), ("/health", "get")}
+    assert all(e["Properties"]["RestApiId"] == {"Ref": "PoseApi"} for e in function["Properties"]["Events"].values())
+    (rest_api,) = of_type(translated, "AWS::ApiGateway::RestApi").values()
+    paths = rest_api["Properties"]["Body"]["paths"]
+    assert set(paths["/pose"]) == {"post", "options"}  # options: the CORS preflight
+    assert set(paths["/health"]) == {"get", "options"}
+    assert paths["/pose"]["post"]["x-amazon-apigateway-integration"]["type"] == "aws_proxy"
+
+
+def test_cors_uses_the_allowed_origin(api, template):
+    origin = {"Fn::Sub": "'${AllowedOrigin}'"}
+    assert api["Cors"]["AllowOrigin"] == origin
+    methods = api["Cors"]["AllowMethods"].strip("'").split(",")
+    assert {"GET", "POST", "OPTIONS"} <= set(methods)
+    assert "content-type" in api["Cors"]["AllowHeaders"].lower()
+    assert "AllowCredentials" not in api["Cors"]  # a wildcard origin must never come with credentials
+
+
+@pytest.mark.parametrize(
+    "origin, ok",
+    [
+        ("*", True),
+        ("https://example.com", True),
+        ("http://localhost:8080", True),
+        ("https://example.com/", False),
+        ("https://a.example, https://b.example", False),
+        ("'*'", False),  # a quote would break the '<value>' header mapping
+        ("", False),
+    ],
+)
+def test_allowed_origin_pattern(template, origin, ok):
+    assert bool(re.fullmatch(template["Parameters"]["AllowedOrigin"]["AllowedPattern"], origin)) is ok
+
+
+def test_gateway_responses_carry_cors(api, translated):
+    origin = {"Fn::Sub": "'${AllowedOrigin}'"}
+    for kind in ("DEFAULT_4XX", "DEFAULT_5XX"):
+        assert api["GatewayResponses"][kind]["ResponseParameters"]["Headers"]["Access-Control-Allow-Origin"] == origin
+    (rest_api,) = of_type(translated, "AWS::ApiGateway::RestApi").values()
+    responses = rest_api["Properties"]["Body"]["x-amazon-apigateway-gateway-responses"]
+    for kind in ("DEFAULT_4XX", "DEFAULT_5XX"):
+        assert responses[kind]["responseParameters"]["gatewayresponse.header.Access-Control-Allow-Origin"] == origin
+
+
+def test_one_prod_stage_with_throttling(api, translated):
+    stages = of_type(translated, "AWS::ApiGateway::Stage")
+    assert [s["Properties"]["StageName"] for s in stages.values()] == ["Prod"]  # no stray "Stage" stage
+    (stage,) = stages.values()
+    (setting,) = stage["Properties"]["MethodSettings"]
+    assert setting["ThrottlingRateLimit"] == {"Ref": "ApiThrottleRate"}
+    assert setting["ThrottlingBurstLimit"] == {"Ref": "ApiThrottleBurst"}
+    assert stage["Properties"]["TracingEnabled"] is True
+
+
+def test_translated_function(translated):
+    (fn,) = of_type(translated, "AWS::Lambda::Function").values()
+    props = fn["Properties"]
+    assert props["Runtime"] == "python3.12"
+    assert props["Architectures"] == ["x86_64"]
+    assert props["TracingConfig"] == {"Mode": "Active"}
+    assert props["Timeout"] < API_GATEWAY_TIMEOUT_S
+    assert ENV_VARS <= set(props["Environment"]["Variables"])
+    assert len(of_type(translated, "AWS::Lambda::LayerVersion")) == 2
+
+
+def test_outputs(template):
+    out = template["Outputs"]
+    url = out["ApiUrl"]["Value"]["Fn::Sub"]
+    assert url.startswith("https://${PoseApi}.execute-api.${AWS::Region}.") and url.endswith("/Prod/")
+    assert out["PoseFunctionArn"]["Value"] == {"Fn::GetAtt": ["PoseFunction", "Arn"]}
