@@ -5,10 +5,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 3000
 MODEL ?= movenet-thunder
+STACK ?= pose-estimation
 EVENT ?= events/pose-json.json
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help venv demo test serve invoke events layers validate sam-build model export report bench clean
+.PHONY: help venv demo test serve invoke events layers validate sam-build deploy-web model export report bench clean
 
 help:
 	@echo "make demo     set up, build the layers, run the function on a bundled photo (out/annotated.png)"
@@ -18,6 +19,7 @@ help:
 	@echo "make layers   build the dependency and model layers and check the 250 MB limit"
 	@echo "make events   regenerate the sample events in events/"
 	@echo "make validate sam validate (lint and full)"
+	@echo "make deploy-web publish web/ to the stack's site (STACK=...; deployed with DeployWebsite=true)"
 
 $(VENV)/.installed: requirements-dev.txt handler/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +55,9 @@ validate: $(VENV)/.installed
 
 sam-build: $(VENV)/.installed
 	PIP_PYTHON=$(CURDIR)/$(PY) $(VENV)/bin/sam build
+
+deploy-web: $(VENV)/.installed
+	$(PY) web/deploy.py $(STACK)
 
 clean:
 	rm -rf out layers/*/build .aws-sam

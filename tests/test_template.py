@@ -157,7 +157,8 @@ def test_environment(function, template):
     env = function["Properties"]["Environment"]["Variables"]
     assert ENV_VARS <= set(env)
     assert env["MODEL_PATH"] == {"Fn::Sub": "/opt/model/${ModelName}.int8.onnx"}
-    assert env["ALLOWED_ORIGIN"] == {"Ref": "AllowedOrigin"}
+    assert env["ALLOWED_ORIGIN"] == {"Fn::If": ["HasWebsite", {"Fn::Sub": "https://${WebDistribution.DomainName}"},
+                                                {"Ref": "AllowedOrigin"}]}
     # The optional ones are absent (not empty) when their parameter is empty.
     assert env["MODEL_S3_URI"] == {"Fn::If": ["HasModelS3Uri", {"Ref": "ModelS3Uri"}, {"Ref": "AWS::NoValue"}]}
     assert env["MODEL_SHA256"] == {"Fn::If": ["HasModelSha256", {"Ref": "ModelSha256"}, {"Ref": "AWS::NoValue"}]}
@@ -269,7 +270,7 @@ def test_routes(function, translated):
 
 
 def test_cors_uses_the_allowed_origin(api, template):
-    origin = {"Fn::Sub": "'${AllowedOrigin}'"}
+    origin = ORIGIN
     assert api["Cors"]["AllowOrigin"] == origin
     methods = api["Cors"]["AllowMethods"].strip("'").split(",")
     assert {"GET", "POST", "OPTIONS"} <= set(methods)
@@ -294,7 +295,7 @@ def test_allowed_origin_pattern(template, origin, ok):
 
 
 def test_gateway_responses_carry_cors(api, translated):
-    origin = {"Fn::Sub": "'${AllowedOrigin}'"}
+    origin = ORIGIN
     for kind in ("DEFAULT_4XX", "DEFAULT_5XX"):
         assert api["GatewayResponses"][kind]["ResponseParameters"]["Headers"]["Access-Control-Allow-Origin"] == origin
     (rest_api,) = of_type(translated, "AWS::ApiGateway::RestApi").values()
@@ -329,3 +330,28 @@ def test_outputs(template):
     url = out["ApiUrl"]["Value"]["Fn::Sub"]
     assert url.startswith("https://${PoseApi}.execute-api.${AWS::Region}.") and url.endswith("/Prod/")
     assert out["PoseFunctionArn"]["Value"] == {"Fn::GetAtt": ["PoseFunction", "Arn"]}
+
+
+ORIGIN = {"Fn::If": ["HasWebsite", {"Fn::Sub": "'https://${WebDistribution.DomainName}'"},
+                     {"Fn::Sub": "'${AllowedOrigin}'"}]}
+
+
+def test_optional_website_is_a_private_bucket_behind_cloudfront(template, resources):
+    assert template["Parameters"]["DeployWebsite"]["Default"] == "false"
+    assert template["Conditions"]["HasWebsite"] == {"Fn::Equals": [{"Ref": "DeployWebsite"}, "true"]}
+    for name in ("WebBucket", "WebBucketPolicy", "WebOriginAccessControl", "WebDistribution"):
+        assert resources[name]["Condition"] == "HasWebsite", name
+    block = resources["WebBucket"]["Properties"]["PublicAccessBlockConfiguration"]
+    assert all(block[k] is True for k in ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls",
+                                          "RestrictPublicBuckets"))
+    (read,) = [s for s in resources["WebBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+               if s["Effect"] == "Allow"]
+    assert read["Principal"] == {"Service": "cloudfront.amazonaws.com"} and read["Action"] == "s3:GetObject"
+    assert "AWS:SourceArn" in read["Condition"]["StringEquals"]
+    config = resources["WebDistribution"]["Properties"]["DistributionConfig"]
+    (origin,) = config["Origins"]
+    assert origin["OriginAccessControlId"] == {"Fn::GetAtt": ["WebOriginAccessControl", "Id"]}
+    assert config["DefaultCacheBehavior"]["ViewerProtocolPolicy"] == "redirect-to-https"
+    assert config["DefaultRootObject"] == "index.html"
+    for key in ("WebBucketName", "WebDistributionId", "WebUrl"):
+        assert template["Outputs"][key]["Condition"] == "HasWebsite"

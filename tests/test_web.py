@@ -1,0 +1,416 @@
+"""The web page in a real browser: Debian's headless Chromium, driven by Playwright, against the
+local API (`python -m local.serve`, which also serves web/).
+
+Skipped only when /usr/bin/chromium is absent (`apt-get install chromium`; CI installs it).
+Playwright's own browser downloads are never used. Screenshots: out/web-screenshot.png (desktop)
+and out/web-screenshot-phone.png (narrow), kept as test artefacts.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PHOTO = ROOT / "tests" / "data" / "pose.jpg"
+OUT = ROOT / "out"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+FAKE_CAMERA_ARGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+SERVER_START_S = 60
+RESULT_MS = 30_000
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason=f"{CHROMIUM} is absent: install Debian's chromium (apt-get install -y chromium) to test the web page",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def load_deploy():
+    spec = importlib.util.spec_from_file_location("web_deploy", ROOT / "web" / "deploy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def server():
+    """`python -m local.serve` on a free port: (base URL, /health reply). Always stopped."""
+    port = free_port()
+    log = tempfile.TemporaryFile()
+    env = {k: v for k, v in os.environ.items() if k != "SERVE_LOG"}
+    proc = subprocess.Popen([sys.executable, "-m", "local.serve", "--port", str(port)],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_S
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"local.serve exited with {proc.returncode}:\n{log.read().decode(errors='replace')[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=5) as reply:
+                    health = json.load(reply)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"local.serve did not answer /health within {SERVER_START_S} s")
+                time.sleep(0.2)
+        yield base, health
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
+
+
+@contextmanager
+def open_page(browser, **context_options):
+    """A fresh page that records console errors and uncaught exceptions (CSP violations among them)."""
+    context = browser.new_context(**context_options)
+    page = context.new_page()
+    page.problems = []
+    page.on("console", lambda m: m.type == "error" and page.problems.append(f"console: {m.text}"))
+    page.on("pageerror", lambda e: page.problems.append(f"exception: {e}"))
+    page.set_default_timeout(RESULT_MS)
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+def point_page_at(page, base: str, api_base: str) -> None:
+    """Serve the page as web/deploy.py would publish it for an API at `api_base`: config.json
+    names the API, and the CSP's connect-src allows its origin."""
+    deploy = load_deploy()
+    origin = deploy.api_origin(api_base)
+    # Chromium asks before a page reaches another loopback port (Local Network Access); a
+    # person would click Allow. The deployed page calls a public API and never asks.
+    page.context.grant_permissions(["local-network-access"])
+
+    def index(route):
+        response = route.fetch()
+        route.fulfill(response=response, body=deploy.with_connect_src(response.text(), origin))
+
+    page.route(lambda url: urlsplit(url).path in ("/", "/index.html") and url.startswith(base), index)
+    page.route(f"{base}/config.json", lambda route: route.fulfill(
+        status=200, content_type="application/json", body=json.dumps({"apiBaseUrl": api_base})))
+
+
+def base_of(server) -> str:
+    return server[0]
+
+
+def wait_for_result(page) -> None:
+    page.wait_for_selector("#result[data-state=done], #result[data-state=error]")
+    if page.get_attribute("#result", "data-state") == "error":
+        pytest.fail(f"the page shows an error: {page.inner_text('#error')}")
+
+
+def visible_count(page) -> int:
+    return int(page.inner_text("#visible-count"))
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+# --- the happy path -------------------------------------------------------------------------
+
+def test_photo_to_pose_on_a_desktop(server, browser):
+    base, health = server
+    joints = health["model"]["joints"]
+    with open_page(browser, viewport={"width": 1280, "height": 900}, accept_downloads=True) as page:
+        page.goto(f"{base}/")
+        page.wait_for_selector("#api-status[data-state=ready]")
+        assert page.input_value("#threshold") == str(health["model"]["threshold"])
+
+        with page.expect_response(lambda r: urlsplit(r.url).path == "/pose") as answer:
+            page.set_input_files("#file", PHOTO)
+        wait_for_result(page)
+        scores = [j["score"] for j in answer.value.json()["joints"]]
+        expected = lambda t: sum(s >= t for s in scores)  # noqa: E731 - the API's rule
+
+        # the photo with the skeleton, at the size it was sent (pose.jpg is under 1280 px)
+        canvas = page.locator("#canvas")
+        assert canvas.is_visible()
+        size = page.evaluate("() => [document.getElementById('canvas').width, document.getElementById('canvas').height]")
+        assert size == [1000, 667]
+        assert canvas.bounding_box()["width"] > 400
+        assert "joints" in canvas.get_attribute("aria-label")
+
+        # one row per joint of the model, and the model and timings shown
+        assert page.locator("#joints tbody tr").count() == len(joints)
+        assert page.locator("#joints tbody th").all_inner_texts() == joints
+        assert health["model"]["name"] in page.inner_text("#model-facts")
+        assert "Inference" in page.inner_text("#timing-facts")
+
+        # the slider redraws without a request: keyboard Home = 0 (all visible), End = 1
+        requests = []
+        page.on("request", lambda r: "/pose" in r.url and requests.append(r.url))
+        at_default = visible_count(page)
+        assert at_default == expected(health["model"]["threshold"])
+        drawing_at_default = page.evaluate("() => document.getElementById('canvas').toDataURL()")
+        page.focus("#threshold")
+        page.keyboard.press("Home")
+        assert page.input_value("#threshold") == "0"
+        assert visible_count(page) == len(joints)
+        assert page.locator("#joints tbody tr[data-visible=true]").count() == len(joints)
+        page.keyboard.press("End")
+        assert page.input_value("#threshold") == "1"
+        assert visible_count(page) == expected(1.0) < len(joints)
+        assert page.evaluate("() => document.getElementById('canvas').toDataURL()") != drawing_at_default
+        page.fill("#threshold", str(health["model"]["threshold"]))
+        assert visible_count(page) == at_default
+        assert page.inner_text("#threshold-value") == f"{health['model']['threshold']:.2f}"
+        assert requests == [], "moving the slider sent a request"
+
+        # downloads: the drawing as PNG and the reply as JSON, both at the slider's threshold
+        with page.expect_download() as download:
+            page.click("#download-png")
+        assert png_size(Path(download.value.path()).read_bytes()) == (1000, 667)
+        with page.expect_download() as download:
+            page.click("#download-json")
+        reply = json.loads(Path(download.value.path()).read_text())
+        assert download.value.suggested_filename == "pose-pose.json"
+        assert [j["name"] for j in reply["joints"]] == joints
+        assert sum(j["visible"] for j in reply["joints"]) == at_default
+        assert reply["threshold"] == health["model"]["threshold"]
+
+        OUT.mkdir(exist_ok=True)
+        page.evaluate("() => document.activeElement.blur()")
+        page.mouse.move(0, 0)
+        page.screenshot(path=str(OUT / "web-screenshot.png"), full_page=True)
+        assert page.problems == []
+
+
+def test_phone_layout_and_keyboard_upload(server, browser):
+    base, health = server
+    with open_page(browser, viewport={"width": 390, "height": 844}, device_scale_factor=2,
+                   is_mobile=True, has_touch=True) as page:
+        page.goto(f"{base}/")
+        # keyboard only: Tab reaches "Choose a photo…" first
+        page.keyboard.press("Tab")
+        assert page.evaluate("() => document.activeElement.id") == "pick"
+        # what the busy indicator showed while uploading (too quick locally to poll for)
+        page.evaluate("""() => {
+            window.busyLog = [];
+            const busy = document.getElementById("busy");
+            new MutationObserver(() => window.busyLog.push({
+                shown: !busy.hidden, pickDisabled: document.getElementById("pick").disabled,
+                ariaBusy: document.getElementById("result").getAttribute("aria-busy"),
+            })).observe(busy, { attributes: true, attributeFilter: ["hidden"] });
+        }""")
+        # Enter on the button opens the file input's chooser (caught here: native choosers are
+        # flaky in headless Chromium after other contexts), then the file goes in the same input.
+        page.evaluate("""() => document.getElementById("file").addEventListener("click", (event) => {
+            window.chooserOpened = true;
+            event.preventDefault();
+        }, { once: true })""")
+        page.keyboard.press("Enter")
+        assert page.evaluate("() => window.chooserOpened") is True
+        page.set_input_files("#file", PHOTO)
+        wait_for_result(page)
+        assert page.evaluate("() => window.busyLog") == [
+            {"shown": True, "pickDisabled": True, "ariaBusy": "true"},
+            {"shown": False, "pickDisabled": False, "ariaBusy": "false"},
+        ]
+        assert page.locator("#joints tbody tr").count() == len(health["model"]["joints"])
+        # nothing wider than the screen
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+        assert page.locator("#canvas").bounding_box()["width"] <= 390
+        OUT.mkdir(exist_ok=True)
+        page.screenshot(path=str(OUT / "web-screenshot-phone.png"), full_page=True)
+        assert page.problems == []
+
+
+def test_camera_photo(server, playwright):
+    """Chromium's fake camera (a test pattern): capture -> the same upload path."""
+    base, health = server
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS + FAKE_CAMERA_ARGS)
+    try:
+        with open_page(browser, viewport={"width": 1024, "height": 800}) as page:
+            page.context.grant_permissions(["camera"], origin=base)
+            page.goto(f"{base}/")
+            page.click("#camera-open")
+            page.wait_for_selector("#camera[open]")
+            page.wait_for_function("() => document.getElementById('video').videoWidth > 0")
+            page.click("#camera-shoot")
+            wait_for_result(page)
+            assert page.is_hidden("#camera")
+            assert page.locator("#joints tbody tr").count() == len(health["model"]["joints"])
+            assert page.inner_text("#photo-name").startswith("camera-")
+            assert page.problems == []
+    finally:
+        browser.close()
+
+
+def test_big_rotated_photo_is_shrunk_and_turned_upright_before_upload(server, browser, tmp_path):
+    """A 2400x1601 JPEG whose EXIF says "rotate 90°" (as phones write): sent upright, 1280 px long."""
+    from PIL import Image
+
+    big = tmp_path / "phone.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: the stored pixels must be turned 90° clockwise to be upright
+    Image.open(PHOTO).resize((2400, 1601)).save(big, quality=92, exif=exif)
+    with open_page(browser) as page:
+        page.goto(f"{base_of(server)}/")
+        with page.expect_request(lambda r: urlsplit(r.url).path == "/pose") as sent:
+            page.set_input_files("#file", big)
+        wait_for_result(page)
+        body = json.loads(sent.value.post_data)
+        assert body["image"].startswith("data:image/jpeg;base64,")
+        assert body["return_image"] is False
+        size = page.evaluate("() => [document.getElementById('canvas').width, document.getElementById('canvas').height]")
+        assert size == [854, 1280]
+        assert "854×1280" in page.inner_text("#model-facts")
+
+
+# --- failures, each with its own message -----------------------------------------------------
+
+@pytest.mark.parametrize("name, mime", [("notes.txt", "text/plain"), ("fake.jpg", "image/jpeg")])
+def test_a_file_that_is_not_an_image(server, browser, name, mime):
+    base, _ = server
+    with open_page(browser) as page:
+        page.goto(f"{base}/")
+        requests = []
+        page.on("request", lambda r: "/pose" in r.url and requests.append(r.url))
+        page.set_input_files("#file", files=[{"name": name, "mimeType": mime, "buffer": b"just some text\n"}])
+        error = page.locator("#error")
+        error.wait_for(state="visible")
+        assert error.get_attribute("data-kind") == "not_image"
+        assert error.get_attribute("role") == "alert"
+        assert "not an image" in error.inner_text()
+        assert name in error.inner_text()
+        assert page.is_enabled("#pick")
+        assert requests == []
+
+
+@pytest.mark.parametrize("status, body, kind, words", [
+    (413, {"message": "Request Too Long"}, "too_large", "too large"),  # API Gateway's own 413
+    (415, {"error": {"code": "unsupported_image", "message": "not an image"}}, "not_image", "not an image"),
+    (429, {"message": "Too Many Requests"}, "throttled", "Too many requests"),
+    (500, {"error": {"code": "internal_error", "message": "internal error", "request_id": "r-1"}}, "server", "server failed"),
+    (504, {"message": "Endpoint request timed out"}, "server", "timed out"),
+])
+def test_api_errors_are_explained(server, browser, status, body, kind, words):
+    base, _ = server
+    with open_page(browser) as page:
+        page.route(f"{base}/pose", lambda route: route.fulfill(status=status, content_type="application/json",
+                                                               body=json.dumps(body)))
+        page.goto(f"{base}/")
+        page.set_input_files("#file", PHOTO)
+        page.wait_for_selector("#result[data-state=error]")
+        error = page.locator("#error")
+        assert error.get_attribute("data-kind") == kind
+        assert words in error.inner_text()
+        assert page.is_visible("#canvas")  # the photo stays, without a skeleton
+
+
+def test_api_unreachable(server, browser):
+    base, _ = server
+    dead = f"http://127.0.0.1:{free_port()}/"  # nothing listens there
+    with open_page(browser) as page:
+        point_page_at(page, base, dead)
+        page.goto(f"{base}/")
+        page.wait_for_selector("#api-status[data-state=error]")
+        page.set_input_files("#file", PHOTO)
+        page.wait_for_selector("#result[data-state=error]")
+        error = page.locator("#error")
+        assert error.get_attribute("data-kind") == "unreachable"
+        assert "unreachable" in error.inner_text()
+        assert dead.rstrip("/") in error.inner_text()
+
+
+class NoCorsAPI(BaseHTTPRequestHandler):
+    """An API on another origin that answers but sends no CORS headers."""
+
+    def log_message(self, *args):
+        pass
+
+    def _answer(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        body = b'{"status": "ok"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_OPTIONS = _answer
+
+
+def test_api_without_cors(server, browser):
+    base, _ = server
+    other = ThreadingHTTPServer(("127.0.0.1", 0), NoCorsAPI)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        api = f"http://127.0.0.1:{other.server_address[1]}/Prod/"
+        with open_page(browser) as page:
+            point_page_at(page, base, api)
+            page.goto(f"{base}/")
+            page.set_input_files("#file", PHOTO)
+            page.wait_for_selector("#result[data-state=error]")
+            error = page.locator("#error")
+            assert error.get_attribute("data-kind") == "cors"
+            assert "CORS" in error.inner_text()
+            assert base in error.inner_text()  # names the origin to allow
+    finally:
+        other.shutdown()
+        other.server_close()
+
+
+def test_csp_blocks_an_api_it_does_not_list(server, browser):
+    """config.json names another origin but the page's CSP was not updated (not deployed by deploy.py)."""
+    base, _ = server
+    with open_page(browser) as page:
+        page.route(f"{base}/config.json", lambda route: route.fulfill(
+            status=200, content_type="application/json", body=json.dumps({"apiBaseUrl": "https://api.example.com/Prod/"})))
+        page.goto(f"{base}/")
+        page.set_input_files("#file", PHOTO)
+        page.wait_for_selector("#result[data-state=error]")
+        assert page.get_attribute("#error", "data-kind") == "csp"
+        assert "https://api.example.com" in page.inner_text("#error")
+

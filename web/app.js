@@ -1,0 +1,352 @@
+// The page: choose/drop/paste/capture a photo -> shrink it -> POST /pose -> draw the skeleton,
+// list the joints, and redraw when the threshold slider moves (no new request).
+
+import { ProblemError, estimatePose, health, loadConfig } from "./api.js";
+import { cameraAvailable, setUpCamera } from "./camera.js";
+import { drawPose, sidesFor, visibility } from "./draw.js";
+import { loadPhoto } from "./photo.js";
+
+const $ = (id) => document.getElementById(id);
+const el = {
+  apiStatus: $("api-status"),
+  drop: $("drop"),
+  pick: $("pick"),
+  file: $("file"),
+  cameraOpen: $("camera-open"),
+  threshold: $("threshold"),
+  thresholdValue: $("threshold-value"),
+  busy: $("busy"),
+  error: $("error"),
+  errorTitle: $("error-title"),
+  errorDetail: $("error-detail"),
+  result: $("result"),
+  placeholder: $("placeholder"),
+  figure: $("figure"),
+  canvas: $("canvas"),
+  photoName: $("photo-name"),
+  summaryRow: $("summary-row"),
+  visibleCount: $("visible-count"),
+  jointCount: $("joint-count"),
+  downloadPng: $("download-png"),
+  downloadJson: $("download-json"),
+  details: $("details"),
+  facts: $("facts"),
+  tbody: document.querySelector("#joints tbody"),
+  modelFacts: $("model-facts"),
+  timingFacts: $("timing-facts"),
+  attribution: $("attribution"),
+};
+
+const state = {
+  apiBaseUrl: "",
+  card: null, // the model card from /health, when it answered
+  photo: null, // the shrunk photo being shown
+  pose: null, // the API's reply for it
+  sides: [],
+  thresholdTouched: false,
+  request: 0, // a newer photo supersedes the reply to an older one
+};
+
+// ---- messages -------------------------------------------------------------------------------
+
+function showProblem(error) {
+  const problem = error instanceof ProblemError
+    ? error
+    : new ProblemError("bug", "Something went wrong in this page.", String(error?.message || error));
+  el.errorTitle.textContent = problem.title;
+  el.errorDetail.textContent = problem.detail;
+  el.error.dataset.kind = problem.kind;
+  el.error.hidden = false;
+  if (!(error instanceof ProblemError)) console.error(error);
+}
+
+function clearProblem() {
+  el.error.hidden = true;
+  el.errorTitle.textContent = "";
+  el.errorDetail.textContent = "";
+  delete el.error.dataset.kind;
+}
+
+function setApiStatus(kind, text) {
+  el.apiStatus.dataset.state = kind;
+  el.apiStatus.textContent = text;
+}
+
+function setBusy(busy) {
+  el.busy.hidden = !busy;
+  el.pick.disabled = busy;
+  el.cameraOpen.disabled = busy;
+  el.result.setAttribute("aria-busy", String(busy));
+  el.drop.dataset.busy = String(busy);
+}
+
+// ---- the result -----------------------------------------------------------------------------
+
+const threshold = () => Number(el.threshold.value);
+
+function showThreshold() {
+  el.thresholdValue.textContent = threshold().toFixed(2);
+}
+
+function buildTable(pose) {
+  el.tbody.replaceChildren(...pose.joints.map((joint, i) => {
+    const row = document.createElement("tr");
+    const name = document.createElement("th");
+    name.scope = "row";
+    const swatch = document.createElement("span");
+    swatch.className = `swatch ${state.sides[i]}`;
+    swatch.setAttribute("aria-hidden", "true");
+    name.append(swatch, joint.name);
+    const cells = [joint.x.toFixed(1), joint.y.toFixed(1), joint.score.toFixed(3)].map((text) => {
+      const td = document.createElement("td");
+      td.className = "num";
+      td.textContent = text;
+      return td;
+    });
+    const seen = document.createElement("td");
+    seen.className = "seen";
+    row.append(name, ...cells, seen);
+    return row;
+  }));
+  el.jointCount.textContent = String(pose.joints.length);
+}
+
+function factList(target, pairs) {
+  target.replaceChildren(...pairs.flatMap(([term, value, title]) => {
+    const dt = document.createElement("dt");
+    dt.textContent = term;
+    const dd = document.createElement("dd");
+    dd.textContent = value;
+    if (title) dd.title = title;
+    return [dt, dd];
+  }));
+}
+
+function showFacts(pose, photo, roundTripMs) {
+  const model = pose.model || {};
+  factList(el.modelFacts, [
+    ["Name", model.name ?? "?"],
+    ["Version", model.version ?? "?"],
+    ["Weights", model.quantization ?? "?"],
+    ["SHA-256", model.sha256 ? `${model.sha256.slice(0, 12)}…` : "?", model.sha256],
+    ["Photo sent", `${photo.width}×${photo.height} px, ${Math.round(photo.bytes / 1024)} KB`],
+  ]);
+  const ms = (value) => (typeof value === "number" ? `${value.toFixed(1)} ms` : "–");
+  const t = pose.timings_ms || {};
+  factList(el.timingFacts, [
+    ...Object.entries(t).filter(([key]) => key !== "render" || t.render > 0).map(([key, value]) => [key[0].toUpperCase() + key.slice(1), ms(value)]),
+    ["Round trip", ms(roundTripMs)],
+  ]);
+}
+
+/** Draw the photo and (when there is one) the pose at the slider's threshold; update the table. */
+function render() {
+  const { photo, pose } = state;
+  if (!photo) return;
+  const visible = pose ? visibility(pose.joints, threshold()) : [];
+  drawPose(el.canvas, photo.canvas, pose, state.sides, visible);
+  if (!pose) {
+    el.canvas.setAttribute("aria-label", `Photo “${photo.name}”, being analysed`);
+    return;
+  }
+  const count = visible.filter(Boolean).length;
+  el.visibleCount.textContent = String(count);
+  [...el.tbody.rows].forEach((row, i) => {
+    row.dataset.visible = String(visible[i]);
+    row.cells[4].textContent = visible[i] ? "yes" : "no";
+  });
+  el.canvas.setAttribute("aria-label",
+    `Photo “${photo.name}” with the estimated pose drawn over it: ${count} of ${pose.joints.length} joints ` +
+    `have a score of at least ${threshold().toFixed(2)} and are shown as dots joined by lines, ` +
+    "the person’s left side in blue, right side in orange. The table lists every joint.");
+}
+
+function showPhoto(photo) {
+  state.photo = photo;
+  state.pose = null;
+  el.placeholder.hidden = true;
+  el.figure.hidden = false;
+  el.summaryRow.hidden = true;
+  el.details.hidden = true;
+  el.facts.hidden = true;
+  el.photoName.textContent = `${photo.name} · ${photo.width}×${photo.height}`;
+  render();
+}
+
+function showPose(pose, roundTripMs) {
+  state.pose = pose;
+  const names = pose.joints.map((joint) => joint.name);
+  const cardFits = state.card && Array.isArray(state.card.joints) && state.card.joints.join() === names.join();
+  state.sides = sidesFor(names, cardFits ? state.card.sides : null);
+  buildTable(pose);
+  showFacts(pose, state.photo, roundTripMs);
+  el.summaryRow.hidden = false;
+  el.details.hidden = false;
+  el.facts.hidden = false;
+  render();
+}
+
+/** On a one-column (phone) layout the result is below the picker: bring it into view. */
+function revealResult() {
+  const top = el.result.getBoundingClientRect().top;
+  if (window.matchMedia("(max-width: 899px)").matches && (top < 0 || top > window.innerHeight * 0.6)) {
+    const smooth = !window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+    el.result.scrollIntoView({ behavior: smooth ? "smooth" : "auto", block: "start" });
+  }
+}
+
+// ---- a photo arrives ------------------------------------------------------------------------
+
+async function handleFile(file) {
+  const request = ++state.request;
+  clearProblem();
+  setBusy(true);
+  el.result.dataset.state = "busy";
+  try {
+    const photo = await loadPhoto(file);
+    if (request !== state.request) return;
+    showPhoto(photo);
+    const started = performance.now();
+    const pose = await estimatePose(state.apiBaseUrl, photo.dataUrl, threshold());
+    if (request !== state.request) return;
+    showPose(pose, performance.now() - started);
+    el.result.dataset.state = "done";
+    revealResult();
+    if (el.apiStatus.dataset.state !== "ready") setApiStatus("ready", `Ready · ${pose.model?.name ?? "model"}`);
+  } catch (error) {
+    if (request !== state.request) return;
+    el.result.dataset.state = "error";
+    showProblem(error);
+  } finally {
+    if (request === state.request) setBusy(false);
+  }
+}
+
+// ---- downloads ------------------------------------------------------------------------------
+
+function save(blob, filename) {
+  const url = URL.createObjectURL(blob);
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = filename;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+function baseName() {
+  return (state.photo?.name || "photo").replace(/\.[^.]*$/, "") || "photo";
+}
+
+/** The reply as the API would give it at the slider's threshold (visible flags and keypoints). */
+function poseAtThreshold() {
+  const t = threshold();
+  const visible = visibility(state.pose.joints, t);
+  const joints = state.pose.joints.map((joint, i) => ({ ...joint, visible: visible[i] }));
+  const keypoints = joints.flatMap((joint) => (joint.visible ? [joint.x, joint.y, 2] : [0, 0, 0]));
+  return { ...state.pose, joints, keypoints, threshold: t };
+}
+
+el.downloadPng.addEventListener("click", () => {
+  el.canvas.toBlob((blob) => blob && save(blob, `${baseName()}-pose.png`), "image/png");
+});
+el.downloadJson.addEventListener("click", () => {
+  if (!state.pose) return;
+  const text = `${JSON.stringify(poseAtThreshold(), null, 2)}\n`;
+  save(new Blob([text], { type: "application/json" }), `${baseName()}-pose.json`);
+});
+
+// ---- inputs ---------------------------------------------------------------------------------
+
+el.pick.addEventListener("click", () => el.file.click());
+el.file.addEventListener("change", () => {
+  const [file] = el.file.files;
+  el.file.value = ""; // choosing the same file again still fires change
+  if (file) handleFile(file);
+});
+
+el.threshold.addEventListener("input", () => {
+  state.thresholdTouched = true;
+  showThreshold();
+  render();
+});
+
+let dragDepth = 0;
+const draggingFiles = (event) => [...(event.dataTransfer?.types || [])].includes("Files");
+document.addEventListener("dragenter", (event) => {
+  if (!draggingFiles(event)) return;
+  event.preventDefault();
+  dragDepth += 1;
+  el.drop.dataset.dragging = "true";
+});
+document.addEventListener("dragover", (event) => {
+  if (!draggingFiles(event)) return;
+  event.preventDefault(); // accept the drop anywhere on the page, instead of the browser opening the file
+  event.dataTransfer.dropEffect = "copy";
+});
+document.addEventListener("dragleave", () => {
+  dragDepth = Math.max(0, dragDepth - 1);
+  if (dragDepth === 0) el.drop.dataset.dragging = "false";
+});
+document.addEventListener("drop", (event) => {
+  event.preventDefault();
+  dragDepth = 0;
+  el.drop.dataset.dragging = "false";
+  const [file] = event.dataTransfer?.files || [];
+  if (file) handleFile(file);
+  else showProblem(new ProblemError("no_file", "Nothing to open.", "Drop a photo file from your device (not a picture from another web page)."));
+});
+document.addEventListener("paste", (event) => {
+  const file = [...(event.clipboardData?.files || [])].find((f) => f.type.startsWith("image/"));
+  if (file) {
+    event.preventDefault();
+    handleFile(file);
+  }
+});
+
+if (cameraAvailable()) {
+  const openCamera = setUpCamera({
+    dialog: $("camera"),
+    video: $("video"),
+    shoot: $("camera-shoot"),
+    switchButton: $("camera-switch"),
+    cancel: $("camera-cancel"),
+    onPhoto: handleFile,
+    onProblem: showProblem,
+  });
+  el.cameraOpen.hidden = false;
+  el.cameraOpen.addEventListener("click", () => {
+    clearProblem();
+    openCamera();
+  });
+}
+
+// ---- start ----------------------------------------------------------------------------------
+
+async function start() {
+  showThreshold();
+  try {
+    state.apiBaseUrl = (await loadConfig()).apiBaseUrl;
+  } catch (error) {
+    setApiStatus("error", error.title || "Settings could not be loaded");
+    showProblem(error);
+    return;
+  }
+  const where = state.apiBaseUrl ? new URL(state.apiBaseUrl).host : "this site";
+  try {
+    const status = await health(state.apiBaseUrl); // also wakes a cold function before the first photo
+    state.card = status.model;
+    if (!state.thresholdTouched && typeof state.card.threshold === "number") {
+      el.threshold.value = String(state.card.threshold);
+      showThreshold();
+    }
+    setApiStatus("ready", `Ready · ${state.card.name ?? "model"}${state.card.version ? ` v${state.card.version}` : ""}`);
+    if (state.card.attribution) el.attribution.textContent = `Model: ${state.card.attribution}`;
+  } catch (error) {
+    // Not fatal: the page can still try when a photo comes; the full explanation shows then.
+    setApiStatus("error", `API at ${where}: ${error.title || "not reachable"}`);
+  }
+}
+
+start();
