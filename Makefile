@@ -6,6 +6,10 @@ PY := $(VENV)/bin/python
 PORT ?= 3000
 MODEL ?= movenet-thunder
 STACK ?= pose-estimation
+SB_ARCH ?= resnet50
+SB_DATASET ?= mpii
+SB_CKPT ?=
+SB_NAME := simple-baselines-$(SB_ARCH)-$(SB_DATASET)
 EVENT ?= events/pose-json.json
 export SAM_CLI_TELEMETRY := 0
 
@@ -58,6 +62,14 @@ sam-build: $(VENV)/.installed
 
 deploy-web: $(VENV)/.installed
 	$(PY) web/deploy.py $(STACK)
+
+# Simple Baselines from an official checkpoint (SB_CKPT=...pth.tar) or, without one, generated weights.
+export: $(VENV)/.installed
+	$(PY) build/export.py $(if $(SB_CKPT),--checkpoint $(SB_CKPT),--random-init) --arch $(SB_ARCH) --dataset $(SB_DATASET) --out out/models/$(SB_NAME).onnx
+	$(PY) build/quantize.py out/models/$(SB_NAME).onnx out/models/$(SB_NAME).int8.onnx
+
+bench: $(VENV)/.installed
+	$(PY) build/bench_models.py --json out/bench/simple-baselines.json
 
 clean:
 	rm -rf out layers/*/build .aws-sam

@@ -1,0 +1,72 @@
+"""Real person photos for the build tools, preprocessed exactly as the service does.
+
+The photos are read where they lie (never copied into the repository):
+
+- ``../shared/eval/images``: the internal evaluation set (read only; not redistributable);
+- ``../shared/images``: the three photos cleared for the project (see their PROVENANCE.md).
+
+Preprocessing is the service's own: ``pose.image.decode`` (EXIF, colour modes) then ``pose.image.prepare``
+(letterbox, colour order, scaling and layout as the model card says).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "handler"))
+from pose import card as card_schema  # noqa: E402
+from pose import image as pose_image  # noqa: E402
+
+SHARED = ROOT.parent / "shared"
+EVAL_IMAGES = SHARED / "eval" / "images"
+PROJECT_IMAGES = SHARED / "images"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+
+
+def default_dirs() -> list[Path]:
+    """The photo folders that exist here (none in a fresh clone without ../shared)."""
+    return [d for d in (EVAL_IMAGES, PROJECT_IMAGES) if d.is_dir()]
+
+
+def list_images(paths: Iterable[str | Path]) -> list[Path]:
+    """Image files from files and folders, sorted by name within a folder, duplicates dropped."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise FileNotFoundError(f"no such image or folder: {p}")
+    seen, unique = set(), []
+    for f in found:
+        if f.resolve() not in seen:
+            seen.add(f.resolve())
+            unique.append(f)
+    return unique
+
+
+def input_spec(card: dict) -> card_schema.InputSpec:
+    """The card's input as the service parses it (validating the card on the way)."""
+    return card_schema.parse(json.dumps(card)).input
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    return pose_image.decode(Path(path).read_bytes())
+
+
+def prepare(path: str | Path, card: dict) -> np.ndarray:
+    """One photo -> the model's (1, ...) input tensor, as the service would feed it."""
+    tensor, _ = pose_image.prepare(load_rgb(path), input_spec(card))
+    return tensor
+
+
+def prepare_all(paths: Iterable[str | Path], card: dict) -> list[np.ndarray]:
+    spec = input_spec(card)
+    return [pose_image.prepare(load_rgb(p), spec)[0] for p in paths]
