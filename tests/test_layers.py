@@ -22,7 +22,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = ROOT / "handler" / "requirements.txt"
-MODEL_NAMES = ("movenet-thunder", "efficientpose", "simple-baselines-r50-mpii")
+MODEL_NAMES = ("movenet-thunder", "efficientpose")
 AL2023_GLIBC = (2, 34)
 # Build-time tools and what the runtime already has: none of them may ship in the layer.
 FORBIDDEN = {

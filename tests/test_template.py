@@ -188,7 +188,7 @@ def test_model_names_match_the_model_layer(template):
     assert template["Parameters"]["ModelName"]["Default"] == "movenet-thunder"
     makefile = (ROOT / "layers" / "model" / "Makefile").read_text()
     shipped = re.search(r"^MODELS \?= (.+)$", makefile, re.M).group(1).split()
-    assert sorted(allowed) == sorted(shipped) == sorted(["movenet-thunder", "efficientpose", "simple-baselines-r50-mpii"])
+    assert sorted(allowed) == sorted(shipped) == sorted(["movenet-thunder", "efficientpose"])
 
 
 # --- the model in S3: one object, only when asked for -------------------------------------
