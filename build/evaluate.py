@@ -19,6 +19,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -101,11 +102,17 @@ def quality(s: Scored) -> float:
     return float(s.correct["pckh@0.5"].sum() / max(1, s.labelled.sum()))
 
 
-def run(model: PoseModel, eval_dir: Path = EVAL, protocols: tuple[str, ...] = ("crops", "whole")) -> dict:
-    """Per protocol and label set, the list of Scored instances (whole: one per photo, best match)."""
+def run(model: PoseModel, eval_dir: Path = EVAL, protocols: tuple[str, ...] = ("crops", "whole"),
+        whole_points: Callable[[str, np.ndarray], np.ndarray] | None = None) -> dict:
+    """Per (protocol, label set), the list of Scored instances (whole: one per photo, its best match).
+
+    `whole_points(image_rel, rgb)` may replace the in-process model for the whole-photo protocol,
+    e.g. to score what a served endpoint answers for the photo's bytes.
+    """
     labels = load_labels(eval_dir)
     images: dict[str, np.ndarray] = {}
     whole_pred: dict[str, np.ndarray] = {}
+    predict_whole = whole_points or (lambda _rel, rgb: model.estimate(rgb).points)
     results: dict = {}
     for set_name, (label_joints, instances) in labels.items():
         mi, li, _ = match(model.card.joints, label_joints)
@@ -124,7 +131,7 @@ def run(model: PoseModel, eval_dir: Path = EVAL, protocols: tuple[str, ...] = ("
                     scored.append(scorer(model.estimate(patch).points + offset, inst, mi, li))
                 else:
                     if inst["image"] not in whole_pred:
-                        whole_pred[inst["image"]] = model.estimate(rgb).points
+                        whole_pred[inst["image"]] = predict_whole(inst["image"], rgb)
                     by_image.setdefault(inst["image"], []).append(scorer(whole_pred[inst["image"]], inst, mi, li))
             if protocol == "whole":
                 scored = [max(group, key=quality) for group in by_image.values()]

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import select
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -58,3 +63,31 @@ def call(app):
         return response["statusCode"], json.loads(body) if body else None, response
 
     return send
+
+
+@contextlib.contextmanager
+def local_server(model_path: Path | None = None, log_dir: Path | None = None):
+    """`python -m local.serve --port 0` on 127.0.0.1 with a served model; yields (process, base URL).
+
+    Waits for its first line (printed once the model is loaded), always stops it.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MODEL", "AWS_"))}
+    env["MODEL_PATH"] = str(model_path or served_model())
+    log = (log_dir or Path(tempfile.mkdtemp())) / "serve.log"
+    with open(log, "wb") as err:
+        process = subprocess.Popen([sys.executable, "-m", "local.serve", "--port", "0"], cwd=ROOT, env=env,
+                                   stdout=subprocess.PIPE, stderr=err)
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], 120)
+        line = process.stdout.readline().decode() if ready else ""
+        if "http://127.0.0.1:" not in line:
+            raise RuntimeError(f"the local server did not start: {line!r}\n{log.read_text()[-2000:]}")
+        yield process, line.split(" on ", 1)[1].strip().rstrip("/")
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=20)
+        process.stdout.close()
