@@ -22,6 +22,7 @@ help:
 	@echo "make invoke   run the function on one event (EVENT=events/....json)"
 	@echo "make layers   build the dependency and model layers and check the 250 MB limit"
 	@echo "make events   regenerate the sample events in events/"
+	@echo "make model    rebuild models/int8/*.int8.onnx from models/*.onnx (ONLY=name, CHECK=1)"
 	@echo "make validate sam validate (lint and full)"
 	@echo "make deploy-web publish web/ to the stack's site (STACK=...; deployed with DeployWebsite=true)"
 
@@ -44,8 +45,13 @@ test: $(VENV)/.installed
 serve: $(VENV)/.installed
 	MODEL=$(MODEL) $(PY) -m local.serve --port $(PORT)
 
+# With a Docker engine this is `sam local invoke`; without one, the same handler in process.
 invoke: $(VENV)/.installed
-	MODEL=$(MODEL) $(PY) -m local.invoke $(EVENT) --out out
+	@if docker info >/dev/null 2>&1; then \
+		$(MAKE) sam-build && $(VENV)/bin/sam local invoke PoseFunction -e $(EVENT) --parameter-overrides ModelName=$(MODEL); \
+	else \
+		MODEL=$(MODEL) $(PY) -m local.invoke $(EVENT) --out out; \
+	fi
 
 events: $(VENV)/.installed
 	$(PY) -m events.make_events
@@ -62,6 +68,10 @@ sam-build: $(VENV)/.installed
 
 deploy-web: $(VENV)/.installed
 	$(PY) web/deploy.py $(STACK)
+
+# Rebuild the served INT8 models from the FP32 sources (calibration needs ../shared; ONLY=name, CHECK=1).
+model: $(VENV)/.installed
+	$(PY) build/make_models.py $(if $(ONLY),--only $(ONLY)) $(if $(CHECK),--check)
 
 # Simple Baselines from an official checkpoint (SB_CKPT=...pth.tar) or, without one, generated weights.
 export: $(VENV)/.installed
