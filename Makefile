@@ -35,7 +35,8 @@ $(VENV)/.installed: requirements-dev.txt handler/requirements.txt
 venv: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	@test -d layers/model/build/model || $(MAKE) layers
+	@test -d layers/deps/build/python || $(MAKE) layers
+	@$(MAKE) --no-print-directory -s -C layers/model build-ModelLayer ARTIFACTS_DIR=$(CURDIR)/layers/model/build
 	MODEL_PATH=$(CURDIR)/layers/model/build/model/$(MODEL).int8.onnx $(PY) -m local.invoke events/pose-json.json --out out
 	@echo "demo done: see out/annotated.png and out/pose.json"
 
