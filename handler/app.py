@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
 import os
 import time
@@ -31,6 +32,7 @@ metrics = Metrics(namespace=os.getenv("POWERTOOLS_METRICS_NAMESPACE", "PoseServi
 RAW_TYPES = ("image/jpeg", "image/png", "image/webp")
 MAX_BODY_CHARS = 6 * 1024 * 1024  # API Gateway's payload limit
 MAX_IMAGE_B64_CHARS = (image.MAX_BYTES + 2) // 3 * 4
+MAX_ANNOTATED_B64_CHARS = 5 * 1024 * 1024  # Lambda's response limit is 6 MB: room for the joints and headers
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
 app = APIGatewayRestResolver(cors=CORSConfig(allow_origin=os.getenv("ALLOWED_ORIGIN", "*"), max_age=600))
@@ -104,6 +106,8 @@ def parse_request(event) -> tuple[bytes, float, bool]:
     query = event.query_string_parameters or {}
     default_threshold = MODEL.card.threshold
     if content_type in RAW_TYPES:
+        if not body:
+            raise BadRequest(f"the request body is empty; send the {content_type} image as the body")
         if not event.is_base64_encoded:
             raise BadRequest(f"a raw {content_type} body must reach the function base64-encoded "
                              "(API Gateway binary media types)")
@@ -120,6 +124,8 @@ def parse_request(event) -> tuple[bytes, float, bool]:
         doc = json.loads(text)
     except ValueError:
         raise BadRequest("the request body is not valid JSON") from None
+    except RecursionError:
+        raise BadRequest("the request body is not valid JSON: nested too deeply") from None
     if not isinstance(doc, dict):
         raise BadRequest("the JSON body must be an object with an 'image' field")
     threshold = _threshold(doc.get("threshold"), default_threshold)
@@ -150,8 +156,13 @@ def pose_response(rgb: np.ndarray, estimate, threshold: float, return_image: boo
     }
     if return_image:
         t = time.perf_counter()
-        png = draw.png_bytes(draw.annotate(rgb, estimate.points, visible, card.sides, card.skeleton))
-        reply["annotated_image"] = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+        drawing = draw.annotate(rgb, estimate.points, visible, card.sides, card.skeleton)
+        media_type, data = "image/png", draw.png_bytes(drawing)
+        if len(data) * 4 // 3 > MAX_ANNOTATED_B64_CHARS:  # a detailed photo: as PNG the reply would pass 6 MB
+            buf = io.BytesIO()
+            drawing.save(buf, format="JPEG", quality=90)
+            media_type, data = "image/jpeg", buf.getvalue()
+        reply["annotated_image"] = f"data:{media_type};base64," + base64.b64encode(data).decode("ascii")
         timings["render"] = (time.perf_counter() - t) * 1e3
     else:
         timings["render"] = 0.0
@@ -165,15 +176,17 @@ def _json(status: int, payload: dict) -> Response:
 
 
 @app.post("/pose")
-@tracer.capture_method(capture_response=False)
 def post_pose() -> Response:
-    started = time.perf_counter()
-    data, threshold, return_image = parse_request(app.current_event)
-    rgb = image.decode(data)
-    decoded = time.perf_counter()
-    estimate = MODEL.estimate(rgb)
-    timings = {"decode": (decoded - started) * 1e3, **estimate.timings_ms}
-    reply = pose_response(rgb, estimate, threshold, return_image, timings)
+    # A subsegment, not @tracer.capture_method: that decorator logs every exception it sees (each 4xx
+    # too) with its stack trace through the root logger, which Lambda sends to CloudWatch.
+    with tracer.provider.in_subsegment("## post_pose"):
+        started = time.perf_counter()
+        data, threshold, return_image = parse_request(app.current_event)
+        rgb = image.decode(data)
+        decoded = time.perf_counter()
+        estimate = MODEL.estimate(rgb)
+        timings = {"decode": (decoded - started) * 1e3, **estimate.timings_ms}
+        reply = pose_response(rgb, estimate, threshold, return_image, timings)
     metrics.add_metric(name="InferenceLatency", unit=MetricUnit.Milliseconds, value=estimate.timings_ms["inference"])
     metrics.add_metric(name="TotalLatency", unit=MetricUnit.Milliseconds, value=(time.perf_counter() - started) * 1e3)
     metrics.add_metric(name="ImageBytes", unit=MetricUnit.Bytes, value=len(data))

@@ -2,7 +2,8 @@
 
 The file comes from the model layer (``MODEL_PATH``) or, when ``MODEL_S3_URI`` is set, from S3
 into /tmp (downloaded to a temporary name, verified against ``MODEL_SHA256`` when given, then
-renamed, so a broken download is never taken for a model). The session is created once per
+renamed, so a broken download is never taken for a model; a connect or a read that stalls for
+``MODEL_S3_TIMEOUT`` seconds, default 5, fails after a retry). The session is created once per
 process, at cold start, by ``load_from_env``.
 """
 
@@ -26,6 +27,7 @@ from .image import prepare
 
 DEFAULT_MODEL_PATH = "/opt/model/movenet-thunder.int8.onnx"
 MB_PER_VCPU = 1769  # Lambda gives one vCPU per 1769 MB of memory
+S3_TIMEOUT_S = 5.0  # connect and per-read timeout of the model download: a stall fails in ~20 s, not minutes
 
 
 def sha256_of(path: str | Path) -> str:
@@ -80,12 +82,22 @@ class PoseModel:
         if self.card.output.name not in outputs:
             raise ModelError(f"invalid model card: output '{self.card.output.name}' is not in the graph {sorted(outputs)}")
         self.threads = options.intra_op_num_threads
-        self.warm_up()
+        try:
+            self.warm_up()
+        except ModelError:
+            raise
+        except Exception as exc:  # the card's input or output spec does not fit the graph
+            raise ModelError(f"invalid model card: the model does not run as its card says: "
+                             f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}") from None
 
     def warm_up(self) -> None:
+        """One run on a blank input, decoded as the card says: a card that does not fit the graph fails here."""
         spec = self.card.input
         shape = (1, 3, spec.height, spec.width) if spec.layout == "NCHW" else (1, spec.height, spec.width, 3)
-        self.run(np.zeros(shape, dtype=spec.dtype))
+        points, scores = decode(self.card, self.run(np.zeros(shape, dtype=spec.dtype)))
+        if len(points) != len(self.card.joints) or len(scores) != len(self.card.joints):
+            raise ModelError(f"invalid model card: the output decodes to {len(points)} joints, "
+                             f"the card names {len(self.card.joints)}")
 
     def run(self, tensor: np.ndarray) -> np.ndarray:
         return self.session.run([self.card.output.name], {self.card.input.name: tensor})[0]
@@ -104,8 +116,13 @@ class PoseModel:
         return Estimate(points, scores, timings)
 
 
-def fetch_from_s3(uri: str, expected_sha256: str | None, tmp_dir: str = "/tmp") -> Path:
-    """Download s3://bucket/key to tmp_dir once; reuse a verified copy on later starts."""
+def fetch_from_s3(uri: str, expected_sha256: str | None, tmp_dir: str = "/tmp",
+                  timeout_s: float = S3_TIMEOUT_S) -> Path:
+    """Download s3://bucket/key to tmp_dir once; reuse a verified copy on later starts.
+
+    Every failure (S3 error, broken or stalled connection, unwritable tmp_dir) is a ModelError
+    naming the cause, and leaves no file that a later start could take for the model.
+    """
     parsed = urlparse(uri)
     if parsed.scheme != "s3" or not parsed.netloc or not parsed.path.strip("/"):
         raise ModelError(f"MODEL_S3_URI must look like s3://bucket/key, got {uri!r}")
@@ -114,21 +131,38 @@ def fetch_from_s3(uri: str, expected_sha256: str | None, tmp_dir: str = "/tmp") 
     if target.is_file() and (not expected_sha256 or sha256_of(target) == expected_sha256.lower()):
         return target
     import boto3  # in the Lambda runtime; imported only on this path
+    from boto3.exceptions import Boto3Error
+    from boto3.s3.transfer import TransferConfig
+    from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
 
-    fd, partial = tempfile.mkstemp(dir=tmp_dir, prefix=".model-", suffix=".part")
+    where = f"model download from s3://{bucket}/{key} failed"
+    try:
+        fd, partial = tempfile.mkstemp(dir=tmp_dir, prefix=".model-", suffix=".part")
+    except OSError as exc:
+        raise ModelError(f"{where}: cannot write to {tmp_dir}: {exc.strerror}") from None
     os.close(fd)
     try:
-        boto3.client("s3").download_file(bucket, key, partial)
+        client = boto3.client("s3", config=Config(connect_timeout=timeout_s, read_timeout=timeout_s,
+                                                  retries={"mode": "standard", "max_attempts": 2}))
+        client.download_file(bucket, key, partial, Config=TransferConfig(num_download_attempts=2))
         if expected_sha256 and sha256_of(partial) != expected_sha256.lower():
             raise ModelError(f"model sha256 mismatch: s3://{bucket}/{key} is {sha256_of(partial)}, "
                              f"expected {expected_sha256}")
         os.replace(partial, target)
     except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "?")
-        raise ModelError(f"model download from s3://{bucket}/{key} failed: {code}") from None
+        code = str(exc.response.get("Error", {}).get("Code", "?"))
+        hint = {"404": "not found (no such bucket or key)", "NoSuchKey": "no such key",
+                "NoSuchBucket": "no such bucket", "403": "access denied (403)"}.get(code, code)
+        raise ModelError(f"{where}: {hint}") from None
+    except Boto3Error as exc:  # s3transfer gave up: the connection broke or stalled on every attempt
+        cause = getattr(exc, "last_exception", None) or exc
+        raise ModelError(f"{where}: the connection broke or stalled "
+                         f"({type(cause).__name__}: {str(cause)[:200]})") from None
     except BotoCoreError as exc:
-        raise ModelError(f"model download from s3://{bucket}/{key} failed: {type(exc).__name__}: {exc}") from None
+        raise ModelError(f"{where}: {type(exc).__name__}: {exc}") from None
+    except OSError as exc:
+        raise ModelError(f"{where}: cannot write to {tmp_dir}: {exc.strerror or exc}") from None
     finally:
         if os.path.exists(partial):
             os.remove(partial)
@@ -140,9 +174,17 @@ def load_from_env(env: dict[str, str] | None = None) -> PoseModel:
     env = os.environ if env is None else env
     expected = env.get("MODEL_SHA256") or None
     memory = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
-    threads = int(env["MODEL_THREADS"]) if env.get("MODEL_THREADS") else threads_for_memory(int(memory) if memory else None)
-    if env.get("MODEL_S3_URI"):
-        path = fetch_from_s3(env["MODEL_S3_URI"], expected, env.get("MODEL_TMP_DIR", "/tmp"))
-    else:
-        path = env.get("MODEL_PATH", DEFAULT_MODEL_PATH)
-    return PoseModel(path, threads=threads, expected_sha256=expected)
+    try:
+        threads = (int(env["MODEL_THREADS"]) if env.get("MODEL_THREADS")
+                   else threads_for_memory(int(memory) if memory else None))
+        timeout = float(env.get("MODEL_S3_TIMEOUT") or S3_TIMEOUT_S)
+    except ValueError:
+        raise ModelError("MODEL_THREADS and MODEL_S3_TIMEOUT must be numbers") from None
+    if not env.get("MODEL_S3_URI"):
+        return PoseModel(env.get("MODEL_PATH", DEFAULT_MODEL_PATH), threads=threads, expected_sha256=expected)
+    path = fetch_from_s3(env["MODEL_S3_URI"], expected, env.get("MODEL_TMP_DIR", "/tmp"), timeout)
+    try:
+        return PoseModel(path, threads=threads, expected_sha256=expected)
+    except ModelError:
+        path.unlink(missing_ok=True)  # a copy that cannot be served is not reused by the next start
+        raise
