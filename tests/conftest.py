@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -69,20 +69,23 @@ def call(app):
 def local_server(model_path: Path | None = None, log_dir: Path | None = None):
     """`python -m local.serve --port 0` on 127.0.0.1 with a served model; yields (process, base URL).
 
-    Waits for its first line (printed once the model is loaded), always stops it.
+    Waits for its banner (printed once the model is loaded) and always stops it. Its output goes to
+    files, not pipes: Powertools prints a metrics line every 100 requests, and a pipe nobody drains
+    would fill and block the server mid-request.
     """
+    logs = log_dir or Path(tempfile.mkdtemp())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MODEL", "AWS_"))}
     env["MODEL_PATH"] = str(model_path or served_model())
-    log = (log_dir or Path(tempfile.mkdtemp())) / "serve.log"
-    with open(log, "wb") as err:
+    with open(logs / "stdout.log", "wb") as out, open(logs / "stderr.log", "wb") as err:
         process = subprocess.Popen([sys.executable, "-m", "local.serve", "--port", "0"], cwd=ROOT, env=env,
-                                   stdout=subprocess.PIPE, stderr=err)
+                                   stdout=out, stderr=err)
     try:
-        ready, _, _ = select.select([process.stdout], [], [], 120)
-        line = process.stdout.readline().decode() if ready else ""
-        if "http://127.0.0.1:" not in line:
-            raise RuntimeError(f"the local server did not start: {line!r}\n{log.read_text()[-2000:]}")
-        yield process, line.split(" on ", 1)[1].strip().rstrip("/")
+        deadline = time.monotonic() + 120
+        while " on http://127.0.0.1:" not in (first := (logs / "stdout.log").read_text().split("\n")[0]):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the local server did not start:\n{(logs / 'stderr.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield process, first.split(" on ", 1)[1].strip().rstrip("/")
     finally:
         process.terminate()
         try:
@@ -90,4 +93,3 @@ def local_server(model_path: Path | None = None, log_dir: Path | None = None):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=20)
-        process.stdout.close()

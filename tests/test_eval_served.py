@@ -12,7 +12,6 @@ import json
 import urllib.request
 
 import numpy as np
-import pytest
 
 from conftest import EVAL, ROOT, local_server, served_model
 from build import evaluate

@@ -11,8 +11,6 @@ import http.client
 import io
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import DATA, ROOT, served_model
+from conftest import DATA, ROOT, local_server
 
 CLIENTS = 8
 CONCURRENT_REQUESTS = 512  # 64 per client
@@ -66,32 +64,9 @@ def photos() -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """`python -m local.serve --port 0` on 127.0.0.1 with the default served model: (pid, port).
-
-    Its output goes to files, not pipes: Powertools prints a metrics line every 100 requests, and a
-    pipe nobody drains would fill and block the server mid-request.
-    """
-    logs = tmp_path_factory.mktemp("serve")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MODEL", "AWS_"))}
-    env["MODEL_PATH"] = str(served_model())
-    with open(logs / "stdout.log", "wb") as out, open(logs / "stderr.log", "wb") as err:
-        process = subprocess.Popen([sys.executable, "-m", "local.serve", "--port", "0"], cwd=ROOT, env=env,
-                                   stdout=out, stderr=err)
-    try:
-        deadline = time.monotonic() + 120
-        while "http://127.0.0.1:" not in (first := (logs / "stdout.log").read_text().split("\n")[0]):
-            assert process.poll() is None, f"the server did not start: {(logs / 'stderr.log').read_text()[-2000:]}"
-            assert time.monotonic() < deadline, "the server did not start in time"
-            time.sleep(0.1)
-        port = int(first.split("http://127.0.0.1:")[1].split("/")[0])
-        yield process.pid, port
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=20)
+    """The local API with the default served model: (pid, port)."""
+    with local_server(log_dir=tmp_path_factory.mktemp("serve")) as (process, base):
+        yield process.pid, int(base.rsplit(":", 1)[1])
 
 
 def request(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, dict, float]:

@@ -10,14 +10,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import socket
 import struct
-import subprocess
-import sys
-import tempfile
 import threading
-import time
 import urllib.request
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,14 +21,14 @@ from urllib.parse import urlsplit
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT, local_server
+
 PHOTO = ROOT / "tests" / "data" / "pose.jpg"
 OUT = ROOT / "out"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 FAKE_CAMERA_ARGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
-SERVER_START_S = 60
 RESULT_MS = 30_000
 
 pytestmark = pytest.mark.skipif(
@@ -56,37 +51,11 @@ def load_deploy():
 
 
 @pytest.fixture(scope="module")
-def server():
-    """`python -m local.serve` on a free port: (base URL, /health reply). Always stopped."""
-    port = free_port()
-    log = tempfile.TemporaryFile()
-    env = {k: v for k, v in os.environ.items() if k != "SERVE_LOG"}
-    proc = subprocess.Popen([sys.executable, "-m", "local.serve", "--port", str(port)],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVER_START_S
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                pytest.fail(f"local.serve exited with {proc.returncode}:\n{log.read().decode(errors='replace')[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=5) as reply:
-                    health = json.load(reply)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"local.serve did not answer /health within {SERVER_START_S} s")
-                time.sleep(0.2)
-        yield base, health
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+def server(tmp_path_factory):
+    """The local API and page (`python -m local.serve`): (base URL, /health reply). Always stopped."""
+    with local_server(log_dir=tmp_path_factory.mktemp("serve")) as (_process, base):
+        with urllib.request.urlopen(f"{base}/health", timeout=30) as reply:
+            yield base, json.load(reply)
 
 
 @pytest.fixture(scope="module")
