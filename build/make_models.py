@@ -22,7 +22,6 @@ says so and stops: the committed INT8 files stay as they are and remain usable.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import statistics
 import sys
@@ -38,6 +37,7 @@ sys.path.insert(0, str(BUILD))
 import cards  # noqa: E402
 import photos  # noqa: E402
 import quantize  # noqa: E402
+from pose.model import sha256_of  # noqa: E402
 
 ROOT = BUILD.parent
 MODELS = ROOT / "models"
@@ -181,7 +181,7 @@ def build(name: str, recipe: dict, dst: Path | None = None, src: Path | None = N
         card = cards.get_card(model)
         card["quantization"] = "fp32"
         card["calibration"] = {"note": "no INT8 variant met the accuracy target; FP32 served",
-                               "from_sha256": quantize.sha256_of(src)}
+                               "from_sha256": sha256_of(src)}
         cards.set_card(model, card)
         onnx.save(model, str(dst))
         return {"quantization": "fp32"}
@@ -211,8 +211,6 @@ def build(name: str, recipe: dict, dst: Path | None = None, src: Path | None = N
     return info
 
 
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # --- the check ---------------------------------------------------------------------------------------------

@@ -41,7 +41,6 @@ unbiased accuracy report calibrate on other photos (``--images``).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import tempfile
@@ -61,6 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cards  # noqa: E402
 import photos  # noqa: E402
 import rewrite as deconv_rewrite  # noqa: E402
+from pose.model import sha256_of  # noqa: E402  (photos put handler/ on the path)
 
 PRESETS = {  # name -> (activation type, weight type)
     "u8s8": (oq.QuantType.QUInt8, oq.QuantType.QInt8),
@@ -199,12 +199,6 @@ def unnamed_to_named(model: onnx.ModelProto) -> None:
 # --- the two recipes -------------------------------------------------------------------------------------
 
 
-def sha256_of(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _display(p: Path) -> str:

@@ -24,14 +24,17 @@ a trained network), and a final layer scaled so that heatmaps peak near 1 like t
 
 from __future__ import annotations
 
-import hashlib
 import re
+import sys
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "handler"))
+from pose.model import sha256_of  # noqa: E402
 
 ARCHS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3), "resnet152": (3, 8, 36, 3)}
 DATASETS = {  # joints and the official input size (height, width)
@@ -126,12 +129,6 @@ def build(arch: str = "resnet50", dataset: str = "mpii") -> PoseResNet:
 # --- checkpoints ------------------------------------------------------------------------------------------
 
 
-def sha256_of(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> Any:
