@@ -1,0 +1,144 @@
+"""End-to-end handler latency per served model, next to its pure inference time.
+
+    python build/bench_handler.py                      # every models/int8/*.int8.onnx; writes out/bench/handler.json
+    python build/bench_handler.py --models models/int8/efficientpose.int8.onnx --runs 10 --threads 2
+
+The handler module holds one model per process (it loads MODEL_PATH when imported), so each model is measured
+in its own fresh process (this script with --child), configured as local/function.py configures a local run and
+with MODEL_THREADS (default 1: what Lambda's default 2048 MB buys). In it, each round runs, in a rotating order:
+
+- ``handler, image``: ``app.lambda_handler`` on an API Gateway JSON event of tests/data/pose.jpg with
+  ``return_image: true`` (parse, base64 and image decode, estimate, joints, PNG drawing, JSON reply);
+- ``handler, joints``: the same with ``return_image: false``;
+- ``session.run``: the model's onnxruntime session alone on the same photo's prepared input tensor.
+
+Medians after warm-up rounds, plus the medians of the stage timings the reply reports (timings_ms), and the
+import of the handler module (the cold start: powertools, onnxruntime, the model's session and warm-up run).
+The machine may be shared: read the differences and ratios, not the absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PHOTO = ROOT / "tests" / "data" / "pose.jpg"
+CASES = ("handler, image", "handler, joints", "session.run")
+
+
+def child(model: Path, runs: int, warmup: int, threads: int) -> dict:
+    os.environ["MODEL_PATH"] = str(model)
+    os.environ["MODEL_THREADS"] = str(threads)
+    sys.path.insert(0, str(ROOT))
+    t0 = time.perf_counter()
+    from local import function
+    from local.apigw import LambdaContext, json_event, response_body
+
+    app = function.load()
+    import_ms = (time.perf_counter() - t0) * 1e3
+    from pose.image import decode, prepare
+
+    data = PHOTO.read_bytes()
+    b64 = base64.b64encode(data).decode("ascii")
+    tensor = prepare(decode(data), app.MODEL.card.input)[0]
+    times: dict[str, list[float]] = {c: [] for c in CASES}
+    stages: dict[str, dict[str, list[float]]] = {c: {} for c in CASES[:2]}
+    sizes: dict[str, int] = {}
+    for r in range(warmup + runs):
+        order = CASES[r % 3:] + CASES[:r % 3]
+        for case in order:
+            if case == "session.run":
+                t = time.perf_counter()
+                app.MODEL.run(tensor)
+                dt = (time.perf_counter() - t) * 1e3
+            else:
+                event = json_event("/pose", {"image": b64, "return_image": case == "handler, image"})
+                context = LambdaContext()
+                t = time.perf_counter()
+                response = app.lambda_handler(event, context)
+                dt = (time.perf_counter() - t) * 1e3
+                if response["statusCode"] != 200:
+                    raise RuntimeError(f"{case}: HTTP {response['statusCode']}: {response_body(response)[:300]!r}")
+                body = response_body(response)
+                sizes[case] = len(body)
+                if r >= warmup:
+                    for k, v in json.loads(body)["timings_ms"].items():
+                        stages[case].setdefault(k, []).append(v)
+            if r >= warmup:
+                times[case].append(dt)
+    card = app.MODEL.card
+    return {
+        "model": str(model.resolve().relative_to(ROOT)) if model.resolve().is_relative_to(ROOT) else str(model),
+        "name": card.name, "quantization": card.quantization, "size_mb": model.stat().st_size / 1e6,
+        "threads": app.MODEL.threads, "runs": runs, "warmup": warmup, "photo": PHOTO.name,
+        "import_ms": import_ms,
+        "median_ms": {c: statistics.median(v) for c, v in times.items()},
+        "stages_median_ms": {c: {k: statistics.median(v) for k, v in s.items()} for c, s in stages.items()},
+        "response_bytes": sizes,
+    }
+
+
+def measure(model: Path, runs: int, warmup: int, threads: int) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", str(model), "--runs", str(runs), "--warmup",
+                           str(warmup), "--threads", str(threads)], capture_output=True, text=True, cwd=ROOT,
+                          timeout=1200)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{model}: the measuring process failed:\n{proc.stderr.strip()[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def table(results: list[dict]) -> str:
+    rows = ["| model | quantization | MB | threads | handler, image ms | handler, joints ms | session.run ms "
+            "| handler, joints - session.run | stages, joints: decode / preprocess / inference / postprocess "
+            "| PNG render (image) | import (cold start) ms |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+    for r in results:
+        m, s = r["median_ms"], r["stages_median_ms"]
+        j = s["handler, joints"]
+        rows.append(f"| {r['name']} | {r['quantization']} | {r['size_mb']:.1f} | {r['threads']} | "
+                    f"{m['handler, image']:.1f} | {m['handler, joints']:.1f} | {m['session.run']:.1f} | "
+                    f"{m['handler, joints'] - m['session.run']:+.1f} | "
+                    f"{j.get('decode', 0):.1f} / {j.get('preprocess', 0):.1f} / {j.get('inference', 0):.1f} / "
+                    f"{j.get('postprocess', 0):.1f} | {s['handler, image'].get('render', 0):.1f} | {r['import_ms']:.0f} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", type=Path, help="served ONNX files (default: models/int8/*.int8.onnx)")
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1, help="MODEL_THREADS (default 1: Lambda at 2048 MB)")
+    ap.add_argument("--json", type=Path, default=ROOT / "out" / "bench" / "handler.json")
+    ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.child:
+        print(json.dumps(child(a.child, a.runs, a.warmup, a.threads)))
+        return 0
+    models = a.models or sorted((ROOT / "models" / "int8").glob("*.int8.onnx"))
+    if not models:
+        print("error: no served models (models/int8/*.int8.onnx)", file=sys.stderr)
+        return 2
+    results = []
+    for model in models:
+        print(f"{model}: {a.warmup} + {a.runs} rounds in a fresh process ...", file=sys.stderr, flush=True)
+        results.append(measure(model, a.runs, a.warmup, a.threads))
+    print(f"{PHOTO.name}, JSON events through app.lambda_handler; medians of {a.runs} rounds after {a.warmup} warm-up "
+          f"rounds, the three cases in turn in one process per model")
+    print(table(results))
+    a.json.parent.mkdir(parents=True, exist_ok=True)
+    a.json.write_text(json.dumps({"photo": PHOTO.name, "results": results}, indent=1) + "\n")
+    print(f"wrote {a.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
