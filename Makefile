@@ -22,6 +22,8 @@ help:
 	@echo "make invoke   run the function on one event (EVENT=events/....json)"
 	@echo "make layers   build the dependency and model layers and check the 250 MB limit"
 	@echo "make events   regenerate the sample events in events/"
+	@echo "make report   every model x variant measured side by side -> docs/report.md (QUICK=1)"
+	@echo "make bench    Simple Baselines variants, and the handler end to end per served model"
 	@echo "make model    rebuild models/int8/*.int8.onnx from models/*.onnx (ONLY=name, CHECK=1)"
 	@echo "make validate sam validate (lint and full)"
 	@echo "make deploy-web publish web/ to the stack's site (STACK=...; deployed with DeployWebsite=true)"
@@ -79,8 +81,14 @@ export: $(VENV)/.installed
 	$(PY) build/export.py $(if $(SB_CKPT),--checkpoint $(SB_CKPT),--random-init) --arch $(SB_ARCH) --dataset $(SB_DATASET) --out out/models/$(SB_NAME).onnx
 	$(PY) build/quantize.py out/models/$(SB_NAME).onnx out/models/$(SB_NAME).int8.onnx
 
+# Every model x variant: size, latency, cold start, memory, accuracy -> docs/report.md (QUICK=1: smoke test).
+report: $(VENV)/.installed
+	$(PY) build/report.py $(if $(QUICK),--quick)
+
+# Simple Baselines variants side by side, and the handler end to end per served model.
 bench: $(VENV)/.installed
 	$(PY) build/bench_models.py --json out/bench/simple-baselines.json
+	$(PY) build/bench_handler.py --json out/bench/handler.json
 
 clean:
 	rm -rf out layers/*/build .aws-sam
