@@ -58,6 +58,7 @@ sys.path.insert(0, str(ROOT / "handler"))
 import bench_models  # noqa: E402
 import evaluate  # noqa: E402
 import photos  # noqa: E402
+from pose.model import sha256_of  # noqa: E402
 from pose import card as card_schema  # noqa: E402
 from pose import image as pose_image  # noqa: E402
 from pose.model import PoseModel  # noqa: E402
@@ -98,12 +99,6 @@ def read_card(path: Path) -> dict:
     return json.loads(meta.custom_metadata_map[CARD_KEY])
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def dynamic_variant(name: str, workdir: Path, rebuild: bool) -> Path:

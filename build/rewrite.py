@@ -180,18 +180,8 @@ def _rewrite_deconvs(model: onnx.ModelProto, fold_bn: bool, move_relu: bool) -> 
         removed.update(n.output[0] for n in chain[1:])
         report.rewritten.append(name)
 
-    if not report.rewritten:
-        return model, report
-    ordered = []
-    for n in g.node:
-        if n.output[0] in replacement:
-            ordered += replacement[n.output[0]]
-        elif n.output[0] not in removed:
-            ordered.append(n)
-    del g.node[:]
-    g.node.extend(ordered)
-    g.initializer.extend(new_inits)
-    _prune(g)  # the ConvTranspose weights and BatchNorm parameters
+    if report.rewritten:
+        _splice(g, replacement, removed, new_inits)  # also prunes the ConvTranspose and BatchNorm parameters
     return model, report
 
 
@@ -250,17 +240,24 @@ def _sink_1x1_convs(model: onnx.ModelProto, report: Report) -> None:
         removed.update((d2s.output[0], sl.output[0]))
         report.sunk_1x1.append(conv.name or conv.output[0])
 
-    if replacement:  # one pass, nodes keyed by their first output (unique; protobuf wrappers are not stable)
-        ordered = []
-        for n in g.node:
-            if n.output[0] in replacement:
-                ordered += replacement[n.output[0]]
-            elif n.output[0] not in removed:
-                ordered.append(n)
-        del g.node[:]
-        g.node.extend(ordered)
-        g.initializer.extend(new_inits)
-        _prune(g)
+    if replacement:
+        _splice(g, replacement, removed, new_inits)
+
+
+def _splice(g, replacement: dict, removed: set, new_inits: list) -> None:
+    """Put each replacement where the node with that first output stood, drop the removed nodes, add the
+    new initializers and prune the unused ones. One pass, nodes keyed by their first output (unique;
+    protobuf wrappers are not stable)."""
+    ordered = []
+    for n in g.node:
+        if n.output[0] in replacement:
+            ordered += replacement[n.output[0]]
+        elif n.output[0] not in removed:
+            ordered.append(n)
+    del g.node[:]
+    g.node.extend(ordered)
+    g.initializer.extend(new_inits)
+    _prune(g)
 
 
 def _prune(g: onnx.GraphProto) -> None:

@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     for k, (label, recipe) in enumerate(jobs):
         dst = out / f"{a.model}.{a.what}.{k}.onnx"
         build_variant(a.model, recipe, dst)
-        print_row(label, a_row := scorer.score(dst, a.latency), header=k == 0)
+        print_row(label, scorer.score(dst, a.latency), header=k == 0)
     return 0
 
 
