@@ -25,7 +25,9 @@ help:
 	@echo "make report   every model x variant measured side by side -> docs/report.md (QUICK=1)"
 	@echo "make bench    Simple Baselines variants, and the handler end to end per served model"
 	@echo "make model    rebuild models/int8/*.int8.onnx from models/*.onnx (ONLY=name, CHECK=1)"
+	@echo "make export   Simple Baselines -> ONNX -> INT8 in out/models (SB_CKPT=checkpoint, SB_ARCH, SB_DATASET)"
 	@echo "make validate sam validate (lint and full)"
+	@echo "make sam-build sam build (no Docker needed), then: sam deploy --guided"
 	@echo "make deploy-web publish web/ to the stack's site (STACK=...; deployed with DeployWebsite=true)"
 
 $(VENV)/.installed: requirements-dev.txt handler/requirements.txt
