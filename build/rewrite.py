@@ -108,14 +108,18 @@ def rewrite(model: onnx.ModelProto, fold_bn: bool = True, move_relu: bool = True
     return model, report
 
 
-def _rewrite_deconvs(model: onnx.ModelProto, fold_bn: bool, move_relu: bool) -> tuple[onnx.ModelProto, Report]:
-    g = model.graph
-    inits = {i.name: i for i in g.initializer}
+def _index(g) -> tuple[dict[str, onnx.TensorProto], dict[str, list[onnx.NodeProto]], set[str]]:
+    """The graph's initializers by name, the consumers of each tensor, and the graph output names."""
     consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
     for n in g.node:
         for t in n.input:
             consumers[t].append(n)
-    graph_outputs = {o.name for o in g.output}
+    return {i.name: i for i in g.initializer}, consumers, {o.name for o in g.output}
+
+
+def _rewrite_deconvs(model: onnx.ModelProto, fold_bn: bool, move_relu: bool) -> tuple[onnx.ModelProto, Report]:
+    g = model.graph
+    inits, consumers, graph_outputs = _index(g)
     report = Report()
     # nodes are keyed by their first output: unique in an ONNX graph, and stable (protobuf wrappers are not)
     removed: set[str] = set()
@@ -188,12 +192,7 @@ def _rewrite_deconvs(model: onnx.ModelProto, fold_bn: bool, move_relu: bool) -> 
 def _sink_1x1_convs(model: onnx.ModelProto, report: Report) -> None:
     """DepthToSpace(DCR, 2) -> Slice(1:-1 on H, W) -> Conv 1x1  ==>  Conv 1x1 (4 groups) -> DepthToSpace -> Slice."""
     g = model.graph
-    inits = {i.name: i for i in g.initializer}
-    consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-    for n in g.node:
-        for t in n.input:
-            consumers[t].append(n)
-    outputs = {o.name for o in g.output}
+    inits, consumers, outputs = _index(g)
 
     def only_user(t: str) -> onnx.NodeProto | None:
         users = consumers.get(t, [])
