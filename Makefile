@@ -18,7 +18,7 @@ export SAM_CLI_TELEMETRY := 0
 help:
 	@echo "make demo     set up, build the layers, run the function on a bundled photo (out/annotated.png)"
 	@echo "make test     run every test"
-	@echo "make serve    local API + web page on http://127.0.0.1:$(PORT)/ (PORT=...)"
+	@echo "make serve    local API + web page on http://127.0.0.1:$(PORT)/ (PORT=..., API_KEY=... to require a key)"
 	@echo "make invoke   run the function on one event (EVENT=events/....json)"
 	@echo "make layers   build the dependency and model layers and check the 250 MB limit"
 	@echo "make events   regenerate the sample events in events/"

@@ -1,15 +1,20 @@
 """A local API Gateway: each HTTP request becomes the same proxy event and goes to the same handler.
 
-    python -m local.serve [--port 3000]
+    python -m local.serve [--port 3000] [--api-key KEY]
 
 Like `sam local start-api` without Docker. Listens on 127.0.0.1 only. One function instance: calls
 into the handler are serialised, as Lambda gives one request at a time to an instance. Paths that
 are not API routes are served from web/ (the page), so `/` is the web frontend.
+
+With --api-key (or API_KEY in the environment) it checks the key as API Gateway does for a stack
+deployed with RequireApiKey=true: the routes need the header `x-api-key: KEY`, else 403
+{"message":"Forbidden"}; the CORS preflight (OPTIONS) needs none.
 """
 
 from __future__ import annotations
 
 import argparse
+import hmac
 import mimetypes
 import os
 import sys
@@ -28,6 +33,7 @@ WEB_ROOT = function.ROOT / "web"
 class Handler(BaseHTTPRequestHandler):
     server_version = "pose-local"
     app = None
+    api_key = ""  # "" = the API takes requests without a key
     lock = threading.Lock()
 
     def log_message(self, fmt, *args):  # quiet; one line per request on stderr only when asked
@@ -36,6 +42,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def _api(self, method: str) -> None:
         url = urlsplit(self.path)
+        if self.api_key and method != "OPTIONS" and not hmac.compare_digest(
+                self.headers.get("x-api-key", "").encode(), self.api_key.encode()):
+            # API Gateway's own answer, with the CORS header its gateway responses carry.
+            self._send(403, {"Content-Type": "application/json",
+                             "Access-Control-Allow-Origin": os.getenv("ALLOWED_ORIGIN", "*")},
+                       b'{"message":"Forbidden"}')
+            return
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY:
             self._send(413, {"Content-Type": "application/json"},
@@ -88,10 +101,14 @@ class Handler(BaseHTTPRequestHandler):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=int(os.getenv("PORT", "3000")))
+    parser.add_argument("--api-key", default=os.getenv("API_KEY", ""),
+                        help="require this key in the x-api-key header, as a RequireApiKey=true stack does")
     args = parser.parse_args(argv)
     Handler.app = function.load()
+    Handler.api_key = args.api_key
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    print(f"serving the pose API and web page on http://127.0.0.1:{server.server_address[1]}/", flush=True)
+    keyed = " (x-api-key required)" if args.api_key else ""
+    print(f"serving the pose API{keyed} and web page on http://127.0.0.1:{server.server_address[1]}/", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -66,8 +66,11 @@ def call(app):
 
 
 @contextlib.contextmanager
-def local_server(model_path: Path | None = None, log_dir: Path | None = None):
+def local_server(model_path: Path | None = None, log_dir: Path | None = None, api_key: str = "",
+                 log_requests: bool = False):
     """`python -m local.serve --port 0` on 127.0.0.1 with a served model; yields (process, base URL).
+    With `api_key`, the server requires it in x-api-key as a RequireApiKey=true stack does; with
+    `log_requests`, it writes a line per request to stderr.log in `log_dir`.
 
     Waits for its banner (printed once the model is loaded) and always stops it. Its output goes to
     files, not pipes: Powertools prints a metrics line every 100 requests, and a pipe nobody drains
@@ -77,6 +80,8 @@ def local_server(model_path: Path | None = None, log_dir: Path | None = None):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MODEL", "AWS_"))}
     env["MODEL_PATH"] = str(model_path or served_model())
     with open(logs / "stdout.log", "wb") as out, open(logs / "stderr.log", "wb") as err:
+        env["API_KEY"] = api_key
+        env["SERVE_LOG"] = "1" if log_requests else ""
         process = subprocess.Popen([sys.executable, "-m", "local.serve", "--port", "0"], cwd=ROOT, env=env,
                                    stdout=out, stderr=err)
     try:
@@ -85,7 +90,7 @@ def local_server(model_path: Path | None = None, log_dir: Path | None = None):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the local server did not start:\n{(logs / 'stderr.log').read_text()[-2000:]}")
             time.sleep(0.1)
-        yield process, first.split(" on ", 1)[1].strip().rstrip("/")
+        yield process, first.rsplit(" on ", 1)[1].strip().rstrip("/")
     finally:
         process.terminate()
         try:

@@ -82,6 +82,10 @@ def api(resources) -> dict:
 
 @pytest.fixture(scope="module")
 def translated(template) -> dict:
+    return translate(template)
+
+
+def translate(template: dict) -> dict:
     """The template as SAM translates it to CloudFormation (offline, as `sam validate` does)."""
     import boto3
     from samtranslator.parser.parser import Parser
@@ -312,6 +316,82 @@ def test_one_prod_stage_with_throttling(api, translated):
     assert setting["ThrottlingRateLimit"] == {"Ref": "ApiThrottleRate"}
     assert setting["ThrottlingBurstLimit"] == {"Ref": "ApiThrottleBurst"}
     assert stage["Properties"]["TracingEnabled"] is True
+
+
+def resolve_if(node, conditions: dict[str, bool]):
+    """`node` with every Fn::If decided by `conditions`, as CloudFormation would."""
+    if isinstance(node, dict):
+        if set(node) == {"Fn::If"}:
+            name, when_true, when_false = node["Fn::If"]
+            return resolve_if(when_true if conditions[name] else when_false, conditions)
+        return {k: resolve_if(v, conditions) for k, v in node.items()}
+    if isinstance(node, list):
+        return [resolve_if(v, conditions) for v in node]
+    return node
+
+
+def test_api_key_is_optional_and_off_by_default(template):
+    p = template["Parameters"]["RequireApiKey"]
+    assert p["Default"] == "false" and sorted(p["AllowedValues"]) == ["false", "true"]
+    assert template["Conditions"]["HasApiKey"] == {"Fn::Equals": [{"Ref": "RequireApiKey"}, "true"]}
+    quota = template["Parameters"]["ApiQuotaPerDay"]
+    assert quota["Type"] == "Number" and quota["MinValue"] >= 1
+
+
+@pytest.mark.parametrize("require_key", [True, False])
+def test_api_key_guards_the_routes_but_never_the_preflight(translated, require_key):
+    """The deployed API as CloudFormation resolves it, with RequireApiKey true and false."""
+    (rest_api,) = of_type(translated, "AWS::ApiGateway::RestApi").values()
+    body = resolve_if(rest_api["Properties"]["Body"], {"HasApiKey": require_key, "HasWebsite": False})
+    assert body["components"]["securitySchemes"]["api_key"] == {"type": "apiKey", "name": "x-api-key", "in": "header"}
+    expected = [{"api_key": []}] if require_key else []
+    for path, method in (("/pose", "post"), ("/health", "get")):
+        operation = body["paths"][path][method]
+        assert operation["security"] == expected, (path, method)
+        # The routes still reach the function (SAM merged the events' integrations in).
+        integration = operation["x-amazon-apigateway-integration"]
+        assert integration["type"] == "aws_proxy"
+        assert "${PoseFunction.Arn}" in integration["uri"]["Fn::Sub"]
+        # AddApiKeyRequiredToCorsPreflight: false. A browser's preflight sends no x-api-key.
+        preflight = body["paths"][path]["options"]
+        assert "security" not in preflight and preflight["x-amazon-apigateway-integration"]["type"] == "mock"
+    assert "security" not in body  # no API-wide requirement that would also cover OPTIONS
+
+
+def test_api_key_header_is_allowed_by_cors(api):
+    headers = {h.strip().lower() for h in api["Cors"]["AllowHeaders"].strip("'").split(",")}
+    assert {"content-type", "x-api-key"} <= headers
+
+
+def test_usage_plan_binds_the_key_to_the_prod_stage(template, translated):
+    resources = translated["Resources"]
+    key, plan, link = (resources[n] for n in ("PoseApiKey", "PoseUsagePlan", "PoseUsagePlanKey"))
+    assert (key["Type"], plan["Type"], link["Type"]) == (
+        "AWS::ApiGateway::ApiKey", "AWS::ApiGateway::UsagePlan", "AWS::ApiGateway::UsagePlanKey")
+    assert all(r["Condition"] == "HasApiKey" for r in (key, plan, link))
+    assert key["Properties"]["Enabled"] is True and "Value" not in key["Properties"]  # API Gateway makes the secret
+    (stage_name,) = of_type(translated, "AWS::ApiGateway::Stage")
+    assert plan["Properties"]["ApiStages"] == [{"ApiId": {"Ref": "PoseApi"}, "Stage": {"Ref": stage_name}}]
+    assert plan["Properties"]["Throttle"] == {"RateLimit": {"Ref": "ApiThrottleRate"}, "BurstLimit": {"Ref": "ApiThrottleBurst"}}
+    assert plan["Properties"]["Quota"] == {"Limit": {"Ref": "ApiQuotaPerDay"}, "Period": "DAY"}
+    assert link["Properties"] == {"KeyId": {"Ref": "PoseApiKey"}, "KeyType": "API_KEY", "UsagePlanId": {"Ref": "PoseUsagePlan"}}
+    outputs = template["Outputs"]
+    assert outputs["ApiKeyId"]["Condition"] == outputs["ApiKeyValueCommand"]["Condition"] == "HasApiKey"
+    assert "--include-value" in outputs["ApiKeyValueCommand"]["Value"]["Fn::Sub"]
+
+
+def test_every_stack_update_redeploys_the_stage(template, monkeypatch):
+    """Switching RequireApiKey or AllowedOrigin changes the API body behind an Fn::If, which SAM's
+    deployment hash does not see: the stage would keep serving the old API without AlwaysDeploy.
+    Two transforms of the same template a minute apart (two `sam deploy`s) give two deployments."""
+    import time
+
+    now = time.time()
+    ids = []
+    for offset in (0, 60):
+        monkeypatch.setattr(time, "time", lambda: now + offset)
+        ids.append(set(of_type(translate(template), "AWS::ApiGateway::Deployment")))
+    assert len(ids[0]) == len(ids[1]) == 1 and ids[0] != ids[1]
 
 
 def test_translated_function(translated):

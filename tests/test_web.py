@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import socket
 import struct
 import threading
@@ -88,9 +89,9 @@ def open_page(browser, **context_options):
         context.close()
 
 
-def point_page_at(page, base: str, api_base: str) -> None:
+def point_page_at(page, base: str, api_base: str, api_key: str = "") -> None:
     """Serve the page as web/deploy.py would publish it for an API at `api_base`: config.json
-    names the API, and the CSP's connect-src allows its origin."""
+    names the API (and its key), and the CSP's connect-src allows its origin."""
     deploy = load_deploy()
     origin = deploy.api_origin(api_base)
     # Chromium asks before a page reaches another loopback port (Local Network Access); a
@@ -102,8 +103,9 @@ def point_page_at(page, base: str, api_base: str) -> None:
         route.fulfill(response=response, body=deploy.with_connect_src(response.text(), origin))
 
     page.route(lambda url: urlsplit(url).path in ("/", "/index.html") and url.startswith(base), index)
+    config = deploy.page_config(api_base, api_key)
     page.route(f"{base}/config.json", lambda route: route.fulfill(
-        status=200, content_type="application/json", body=json.dumps({"apiBaseUrl": api_base})))
+        status=200, content_type="application/json", body=config))
 
 
 def base_of(server) -> str:
@@ -300,6 +302,9 @@ def test_a_file_that_is_not_an_image(server, browser, name, mime):
     (413, {"message": "Request Too Long"}, "too_large", "too large"),  # API Gateway's own 413
     (415, {"error": {"code": "unsupported_image", "message": "not an image"}}, "not_image", "not an image"),
     (429, {"message": "Too Many Requests"}, "throttled", "Too many requests"),
+    (429, {"message": "Limit Exceeded"}, "quota", "quota"),  # the usage plan's daily quota
+    (403, {"message": "Forbidden"}, "api_key", "needs a valid key"),
+    (403, {"message": "Missing Authentication Token"}, "not_found", "address looks wrong"),  # an unknown route
     (500, {"error": {"code": "internal_error", "message": "internal error", "request_id": "r-1"}}, "server", "server failed"),
     (504, {"message": "Endpoint request timed out"}, "server", "timed out"),
 ])
@@ -315,6 +320,72 @@ def test_api_errors_are_explained(server, browser, status, body, kind, words):
         assert error.get_attribute("data-kind") == kind
         assert words in error.inner_text()
         assert page.is_visible("#canvas")  # the photo stays, without a skeleton
+
+
+API_KEY = "local-test-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def keyed_api(tmp_path_factory):
+    """A second local API, on another origin, that requires API_KEY (a RequireApiKey=true stack):
+    (base URL, its request log)."""
+    logs = tmp_path_factory.mktemp("serve-keyed")
+    with local_server(log_dir=logs, api_key=API_KEY, log_requests=True) as (_process, base):
+        yield f"{base}/", logs / "stderr.log"
+
+
+@contextmanager
+def published_page(api_base: str, api_key: str, folder: Path):
+    """The page exactly as web/deploy.py publishes it for `api_base` (and key), served from its own
+    loopback origin by a plain static server: no request interception, so the browser's CORS
+    preflights really reach the API."""
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler
+
+    for key, (body, _type) in load_deploy().site_files(api_base, api_key).items():
+        (folder / key).parent.mkdir(parents=True, exist_ok=True)
+        (folder / key).write_bytes(body)
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    static = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(folder)))
+    threading.Thread(target=static.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{static.server_address[1]}/"
+    finally:
+        static.shutdown()
+        static.server_close()
+
+
+@pytest.mark.parametrize("key, works", [(API_KEY, True), ("", False), ("wrong-key", False)])
+def test_api_that_requires_a_key(browser, keyed_api, key, works, tmp_path):
+    """The page sends config.json's apiKey; the cross-origin preflight passes without one."""
+    api, log = keyed_api
+    logged = len(log.read_text())
+    with published_page(api, key, tmp_path) as site, open_page(browser) as page:
+        page.context.grant_permissions(["local-network-access"])
+        posts = []
+        page.on("request", lambda r: r.method == "POST" and urlsplit(r.url).path == "/pose" and posts.append(r))
+        page.goto(site)
+        page.wait_for_selector(f"#api-status[data-state={'ready' if works else 'error'}]")
+        page.set_input_files("#file", PHOTO)
+        page.wait_for_selector("#result[data-state=done], #result[data-state=error]")
+        (post,) = posts
+        assert post.headers.get("x-api-key") == (key or None)
+        # The browser's preflight (which never carries the key) passed; then the key decided.
+        requests = log.read_text()[logged:]
+        assert re.search(r'"OPTIONS /pose HTTP/1\.1" 20[04]', requests), requests
+        assert f'"POST /pose HTTP/1.1" {200 if works else 403}' in requests, requests
+        if works:
+            assert page.get_attribute("#result", "data-state") == "done"
+            assert visible_count(page) > 0
+            assert page.problems == []
+        else:
+            assert page.get_attribute("#error", "data-kind") == "api_key"
+            assert "needs a valid key" in page.inner_text("#error")
+            assert "apiKey" in page.inner_text("#error")
 
 
 def test_api_unreachable(server, browser):

@@ -40,9 +40,11 @@ def aws(monkeypatch):
         yield boto3.session.Session(region_name="us-east-1")
 
 
-def make_stack(session, name: str, website: bool) -> dict:
+def make_stack(session, name: str, website: bool, api_key_id: str = "") -> dict:
     """A stand-in for the project's stack: the outputs deploy.py reads."""
     outputs = {"ApiUrl": {"Value": API_URL}}
+    if api_key_id:
+        outputs["ApiKeyId"] = {"Value": api_key_id}
     resources = {"Placeholder": {"Type": "AWS::SNS::Topic"}}
     distribution_id = None
     if website:
@@ -91,6 +93,16 @@ def test_publishes_the_page_pointed_at_the_api(aws, capsys):
     invalidations = aws.client("cloudfront").list_invalidations(DistributionId=stack["distribution"])
     assert invalidations["InvalidationList"]["Quantity"] == 1
     assert "https://d111111abcdef8.cloudfront.net/" in capsys.readouterr().out
+
+
+def test_the_page_carries_the_key_of_an_api_that_requires_one(aws, capsys):
+    """RequireApiKey=true: the stack outputs the key's id; config.json gets its value."""
+    key = aws.client("apigateway").create_api_key(name="pose-key", enabled=True)
+    stack = make_stack(aws, "keyed", website=True, api_key_id=key["id"])
+    assert deploy.main(["keyed"], session=aws) == 0
+    config = json.loads(aws.client("s3").get_object(Bucket=stack["bucket"], Key="config.json")["Body"].read())
+    assert config == {"apiBaseUrl": API_URL, "apiKey": key["value"]} and len(key["value"]) >= 20
+    assert "requires a key" in capsys.readouterr().out
 
 
 def test_a_stack_without_the_website_is_refused_clearly(aws, capsys):

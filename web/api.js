@@ -19,15 +19,19 @@ document.addEventListener("securitypolicyviolation", (event) => {
   if (event.effectiveDirective === "connect-src") blockedByPolicy.push(event.blockedURI);
 });
 
-/** The API base URL from config.json next to the page; "" (the default) means this page's own origin. */
+/**
+ * Where the API is and how to call it, from config.json next to the page:
+ * apiBaseUrl ("" = this page's own origin) and apiKey (sent as x-api-key when the API needs one).
+ */
 export async function loadConfig() {
+  const sameOrigin = { apiBaseUrl: "", apiKey: "" };
   let response;
   try {
     response = await fetch("config.json", { cache: "no-store" });
   } catch {
-    return { apiBaseUrl: "" };
+    return sameOrigin;
   }
-  if (response.status === 404) return { apiBaseUrl: "" };
+  if (response.status === 404) return sameOrigin;
   if (!response.ok) {
     throw new ProblemError("config", "The page's settings could not be loaded.",
       `config.json answered HTTP ${response.status}. Reload the page in a moment.`);
@@ -43,7 +47,12 @@ export async function loadConfig() {
     throw new ProblemError("config", "The page's settings are broken.",
       `config.json's apiBaseUrl must be empty or an http(s) URL, not "${base}".`);
   }
-  return { apiBaseUrl: base };
+  const key = config?.apiKey ?? "";
+  if (typeof key !== "string" || !/^[\x21-\x7e]*$/.test(key)) {
+    throw new ProblemError("config", "The page's settings are broken.",
+      "config.json's apiKey must be a string of printable characters without spaces.");
+  }
+  return { apiBaseUrl: base, apiKey: key };
 }
 
 /** The URL of one API route: relative to the page when the base is empty. */
@@ -53,9 +62,9 @@ export function endpoint(base, route) {
 }
 
 /** GET /health: the service status and the model card (joints, sides, skeleton, threshold). */
-export async function health(base) {
-  const url = endpoint(base, "health");
-  const body = await call(url, { method: "GET" });
+export async function health(api) {
+  const url = endpoint(api.apiBaseUrl, "health");
+  const body = await call(url, { method: "GET", headers: keyHeader(api) });
   if (!body || typeof body.model !== "object") {
     throw new ProblemError("server", "The API answered, but not as expected.", `${url} did not return the service status.`);
   }
@@ -63,17 +72,22 @@ export async function health(base) {
 }
 
 /** POST /pose with a JPEG data URL; the reply without the server-drawn image (the page draws its own). */
-export async function estimatePose(base, dataUrl, threshold) {
-  const url = endpoint(base, "pose");
+export async function estimatePose(api, dataUrl, threshold) {
+  const url = endpoint(api.apiBaseUrl, "pose");
   const body = await call(url, {
     method: "POST",
-    headers: { "Content-Type": "application/json" },
+    headers: { "Content-Type": "application/json", ...keyHeader(api) },
     body: JSON.stringify({ image: dataUrl, threshold, return_image: false }),
   });
   if (!body || !Array.isArray(body.joints) || !Array.isArray(body.skeleton)) {
     throw new ProblemError("server", "The API answered, but not with a pose.", "Try again; if it keeps happening, the API may be misconfigured.");
   }
   return body;
+}
+
+/** The API key header, when config.json gives a key (an API deployed with RequireApiKey=true). */
+function keyHeader(api) {
+  return api.apiKey ? { "X-Api-Key": api.apiKey } : {};
 }
 
 async function call(url, init) {
@@ -146,6 +160,12 @@ export function explainHttpError(status, body) {
       return new ProblemError("not_image", "That file is not an image the API can read.", `Choose a JPEG, PNG or WebP photo.${said}`);
     case status === 400 || status === 422:
       return new ProblemError("rejected", "The API rejected the request.", said.trim() || `HTTP ${status}.`);
+    // API Gateway's answer to a missing or unknown key (an unknown route says "Missing Authentication Token").
+    case status === 403 && apiMessage === "Forbidden":
+      return new ProblemError("api_key", "The API needs a valid key.",
+        "It was deployed with RequireApiKey=true: put the key in config.json's apiKey (make deploy-web does).");
+    case status === 429 && apiMessage === "Limit Exceeded":
+      return new ProblemError("quota", "The API's daily quota is used up.", "Its usage plan allows no more requests today; try again tomorrow.");
     case status === 403 || status === 404:
       return new ProblemError("not_found", "The API address looks wrong.",
         `HTTP ${status}: there is no pose API at that address. Check the apiBaseUrl in config.json.${said}`);

@@ -38,7 +38,7 @@ const el = {
 };
 
 const state = {
-  apiBaseUrl: "",
+  api: { apiBaseUrl: "", apiKey: "" }, // from config.json
   card: null, // the model card from /health, when it answered
   photo: null, // the shrunk photo being shown
   pose: null, // the API's reply for it
@@ -207,7 +207,7 @@ async function handleFile(file) {
     if (request !== state.request) return;
     showPhoto(photo);
     const started = performance.now();
-    const pose = await estimatePose(state.apiBaseUrl, photo.dataUrl, threshold());
+    const pose = await estimatePose(state.api, photo.dataUrl, threshold());
     if (request !== state.request) return;
     showPose(pose, performance.now() - started);
     el.result.dataset.state = "done";
@@ -327,15 +327,15 @@ if (cameraAvailable()) {
 async function start() {
   showThreshold();
   try {
-    state.apiBaseUrl = (await loadConfig()).apiBaseUrl;
+    state.api = await loadConfig();
   } catch (error) {
     setApiStatus("error", error.title || "Settings could not be loaded");
     showProblem(error);
     return;
   }
-  const where = state.apiBaseUrl ? new URL(state.apiBaseUrl).host : "this site";
+  const where = state.api.apiBaseUrl ? new URL(state.api.apiBaseUrl).host : "this site";
   try {
-    const status = await health(state.apiBaseUrl); // also wakes a cold function before the first photo
+    const status = await health(state.api); // also wakes a cold function before the first photo
     state.card = status.model;
     if (!state.thresholdTouched && typeof state.card.threshold === "number") {
       el.threshold.value = String(state.card.threshold);

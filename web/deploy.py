@@ -4,8 +4,9 @@
     python web/deploy.py STACK --out DIR             # write the site to DIR instead, to host elsewhere
     python web/deploy.py STACK --empty               # empty the web bucket (before deleting the stack)
 
-Reads the stack's outputs (ApiUrl, WebBucketName, WebDistributionId, WebUrl), writes config.json
-with the API URL, adds the API's origin to the page's Content-Security-Policy (connect-src), and
+Reads the stack's outputs (ApiUrl, WebBucketName, WebDistributionId, WebUrl, ApiKeyId), writes
+config.json with the API URL (and, when the stack requires an API key, the key: a page's key is
+public, so it meters and limits use through the usage plan but does not keep anyone out), adds the API's origin to the page's Content-Security-Policy (connect-src), and
 uploads the page's files with their content types. The files are small, so each is served with
 `Cache-Control: no-cache` (browsers revalidate; CloudFront keeps them only for its minimum TTL),
 and the distribution's cache is invalidated too, so that a new version shows at once.
@@ -71,7 +72,20 @@ def with_connect_src(html: str, origin: str) -> str:
     return html[: meta.start(2)] + "; ".join(directives) + html[meta.end(2):]
 
 
-def site_files(api_url: str) -> dict[str, tuple[bytes, str]]:
+def page_config(api_url: str, api_key: str = "") -> str:
+    """config.json: where the page finds the API, and the key it sends (when the API needs one)."""
+    config = {"apiBaseUrl": api_url}
+    if api_key:
+        config["apiKey"] = api_key
+    return json.dumps(config, indent=2) + "\n"
+
+
+def api_key_value(apigateway, key_id: str) -> str:
+    """The value of the stack's API key (API Gateway generated it; only its id is an output)."""
+    return apigateway.get_api_key(apiKey=key_id, includeValue=True)["value"]
+
+
+def site_files(api_url: str, api_key: str = "") -> dict[str, tuple[bytes, str]]:
     """Key -> (body, content type) of every file to publish, config.json and index.html rewritten."""
     files = {}
     for path in sorted(WEB.rglob("*")):
@@ -83,8 +97,7 @@ def site_files(api_url: str) -> dict[str, tuple[bytes, str]]:
         raise DeployError(f"{WEB / 'index.html'} is missing")
     html = files["index.html"][0].decode("utf-8")
     files["index.html"] = (with_connect_src(html, api_origin(api_url)).encode("utf-8"), CONTENT_TYPES[".html"])
-    config = json.dumps({"apiBaseUrl": api_url}, indent=2) + "\n"
-    files["config.json"] = (config.encode("utf-8"), CONTENT_TYPES[".json"])
+    files["config.json"] = (page_config(api_url, api_key).encode("utf-8"), CONTENT_TYPES[".json"])
     return files
 
 
@@ -147,7 +160,10 @@ def main(argv: list[str] | None = None, session=None) -> int:
         api_url = args.api_url or outputs.get("ApiUrl")
         if not api_url:
             raise DeployError(f"stack {args.stack!r} has no ApiUrl output; is it this project's stack?")
-        files = site_files(api_url)
+        api_key = api_key_value(session.client("apigateway"), outputs["ApiKeyId"]) if outputs.get("ApiKeyId") else ""
+        if api_key:
+            print("the API requires a key: config.json carries it (a page's key is public; the usage plan limits it)")
+        files = site_files(api_url, api_key)
         if args.out:
             for key, (body, _) in files.items():
                 (args.out / key).parent.mkdir(parents=True, exist_ok=True)
