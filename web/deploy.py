@@ -6,10 +6,11 @@
 
 Reads the stack's outputs (ApiUrl, WebBucketName, WebDistributionId, WebUrl, ApiKeyId), writes
 config.json with the API URL (and, when the stack requires an API key, the key: a page's key is
-public, so it meters and limits use through the usage plan but does not keep anyone out), adds the API's origin to the page's Content-Security-Policy (connect-src), and
-uploads the page's files with their content types. The files are small, so each is served with
-`Cache-Control: no-cache` (browsers revalidate; CloudFront keeps them only for its minimum TTL),
-and the distribution's cache is invalidated too, so that a new version shows at once.
+public, so the usage plan meters and limits it but it keeps nobody out), adds the API's origin to
+the page's Content-Security-Policy (connect-src), and uploads the page's files with their content
+types. The files are small, so each is served with `Cache-Control: no-cache` (browsers revalidate;
+CloudFront keeps them only for its minimum TTL), and the distribution's cache is invalidated too,
+so that a new version shows at once.
 """
 
 from __future__ import annotations
