@@ -31,7 +31,7 @@ def pose_reply(app, pose_jpg):
 def test_pose_reply_has_every_documented_field(pose_reply, app):
     card = app.MODEL.card
     assert set(pose_reply) == {"joints", "keypoints", "skeleton", "image", "model", "threshold", "timings_ms",
-                               "annotated_image"}
+                               "region", "annotated_image"}
     assert [j["name"] for j in pose_reply["joints"]] == list(card.joints)
     assert [j["id"] for j in pose_reply["joints"]] == list(range(len(card.joints)))
     assert len(pose_reply["keypoints"]) == 3 * len(card.joints)
@@ -41,6 +41,20 @@ def test_pose_reply_has_every_documented_field(pose_reply, app):
     assert pose_reply["model"]["name"] == card.name and pose_reply["model"]["quantization"].startswith("int8")
     assert set(pose_reply["timings_ms"]) == {"decode", "preprocess", "inference", "postprocess", "render"}
     assert {tuple(s["pair"]) for s in pose_reply["skeleton"]} == set(card.skeleton)
+
+
+def test_a_person_small_in_the_photo_gets_a_closer_look(pose_reply):
+    """pose.jpg: the person spans about half the photo's height, so the joints come from a second
+    pass on a box around them (square, as MoveNet's input), which holds every visible joint."""
+    region = pose_reply["region"]
+    assert set(region) == {"left", "top", "width", "height"}
+    assert region["width"] == region["height"]
+    w, h = pose_reply["image"]["width"], pose_reply["image"]["height"]
+    assert region["width"] <= max(w, h) / 1.25  # at least 1.25 times closer than the whole photo
+    for j in pose_reply["joints"]:
+        if j["visible"]:
+            assert region["left"] <= j["x"] <= region["left"] + region["width"]
+            assert region["top"] <= j["y"] <= region["top"] + region["height"]
 
 
 def test_visible_means_score_at_least_threshold(pose_reply):

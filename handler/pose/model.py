@@ -24,6 +24,7 @@ from . import card as model_card
 from .decode import decode
 from .errors import ModelError
 from .image import prepare
+from .region import Region, person_region
 
 DEFAULT_MODEL_PATH = "/opt/model/movenet-thunder.int8.onnx"
 MB_PER_VCPU = 1769  # Lambda gives one vCPU per 1769 MB of memory
@@ -51,6 +52,7 @@ class Estimate:
     points: np.ndarray  # (N, 2) x, y in photo pixels
     scores: np.ndarray  # (N,)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    region: Region | None = None  # where the second, closer look was; None when there was none
 
 
 class PoseModel:
@@ -102,8 +104,21 @@ class PoseModel:
     def run(self, tensor: np.ndarray) -> np.ndarray:
         return self.session.run([self.card.output.name], {self.card.input.name: tensor})[0]
 
-    def estimate(self, rgb: np.ndarray) -> Estimate:
-        """(H, W, 3) uint8 RGB photo -> joints in photo pixels with scores, and stage timings."""
+    def estimate(self, rgb: np.ndarray, closer_look: bool = True) -> Estimate:
+        """(H, W, 3) uint8 RGB photo -> joints in photo pixels with scores, and stage timings (summed
+        over both passes). With `closer_look`, a person who is small in the photo is looked at again
+        in a crop around them (region.py), and the joints and scores are that second pass's."""
+        first = self._estimate_once(rgb)
+        spec = self.card.input
+        region = person_region(first.points, first.scores, rgb.shape[1], rgb.shape[0], spec.width, spec.height) \
+            if closer_look else None
+        if region is None:
+            return first
+        second = self._estimate_once(region.crop(rgb))
+        timings = {k: first.timings_ms[k] + second.timings_ms[k] for k in first.timings_ms}
+        return Estimate(region.to_photo(second.points), second.scores, timings, region)
+
+    def _estimate_once(self, rgb: np.ndarray) -> Estimate:
         t0 = time.perf_counter()
         tensor, box = prepare(rgb, self.card.input)
         t1 = time.perf_counter()

@@ -1,0 +1,57 @@
+"""The closer look's box (pose/region.py): when there is one, where it is, and what it crops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pose.region import MIN_ZOOM, Region, person_region
+
+
+def standing(x0: float, y0: float, height: float, n: int = 12) -> np.ndarray:
+    """n joints of a person `height` pixels tall and a third as wide, top-left at (x0, y0)."""
+    t = np.linspace(0, 1, n)
+    return np.stack([x0 + height / 3 * (t * 7 % 1), y0 + height * t], axis=1)
+
+
+def test_a_small_person_gets_a_box_of_the_input_aspect_around_them():
+    points = standing(400, 300, 200)
+    region = person_region(points, np.full(12, 0.9), 1600, 1200, 256, 256)
+    assert region is not None and region.width == region.height
+    assert region.height == pytest.approx(200 * 1.5, abs=1)  # MARGIN around the joints' extent
+    assert region.left <= points[:, 0].min() and points[:, 0].max() <= region.left + region.width
+    assert region.top <= points[:, 1].min() and points[:, 1].max() <= region.top + region.height
+    wide = person_region(points, np.full(12, 0.9), 1600, 1200, 192, 256)  # a 3:4 input, as Simple Baselines'
+    assert wide.width / wide.height == pytest.approx(0.75, abs=0.01)
+
+
+def test_no_box_when_the_person_already_fills_the_photo():
+    points = standing(100, 20, 560)
+    assert person_region(points, np.full(12, 0.9), 640, 600, 256, 256) is None
+
+
+def test_the_box_must_be_at_least_min_zoom_closer():
+    # A joints' extent of 100 px -> a 150 px box; the whole photo is 256 px -> 256 / 150 = 1.7x closer.
+    assert person_region(standing(50, 50, 100), np.full(12, 0.9), 256, 256, 256, 256) is not None
+    # In a 180 px photo the box is 180 / 150 = 1.2x closer: below MIN_ZOOM.
+    assert 180 / 150 < MIN_ZOOM
+    assert person_region(standing(20, 20, 100), np.full(12, 0.9), 180, 180, 256, 256) is None
+
+
+def test_no_box_from_too_few_sure_joints_or_joints_outside_the_photo():
+    points = standing(400, 300, 200)
+    scores = np.full(12, 0.1)
+    scores[:2] = 0.9
+    assert person_region(points, scores, 1600, 1200, 256, 256) is None
+    # Joints placed on the letterbox's padding (outside the photo) say nothing of where the person is.
+    assert person_region(points + (2000, 0), np.full(12, 0.9), 1600, 1200, 256, 256) is None
+
+
+def test_crop_pads_with_black_past_the_edges_and_maps_back():
+    rgb = np.full((100, 200, 3), 200, dtype=np.uint8)
+    region = Region(left=-10, top=80, width=40, height=40)
+    patch = region.crop(rgb)
+    assert patch.shape == (40, 40, 3)
+    assert (patch[:20, 10:] == 200).all()  # inside the photo
+    assert (patch[:, :10] == 0).all() and (patch[20:] == 0).all()  # past its left and bottom edges
+    assert np.allclose(region.to_photo([[10.0, 5.0]]), [[0.0, 85.0]])
