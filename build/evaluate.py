@@ -102,6 +102,16 @@ def quality(s: Scored) -> float:
     return float(s.correct["pckh@0.5"].sum() / max(1, s.labelled.sum()))
 
 
+class OnePass:
+    """A served model with its closer look (handler/pose/region.py) turned off: one pass per input."""
+
+    def __init__(self, model: PoseModel):
+        self.model, self.card = model, model.card
+
+    def estimate(self, rgb: np.ndarray):
+        return self.model.estimate(rgb, closer_look=False)
+
+
 def run(model: PoseModel, eval_dir: Path = EVAL, protocols: tuple[str, ...] = ("crops", "whole"),
         whole_points: Callable[[str, np.ndarray], np.ndarray] | None = None) -> dict:
     """Per (protocol, label set), the list of Scored instances (whole: one per photo, its best match).

@@ -153,7 +153,7 @@ def pose_response(rgb: np.ndarray, estimate, threshold: float, return_image: boo
         "model": {"name": card.name, "version": card.version, "quantization": card.quantization,
                   "sha256": MODEL.sha256},
         "threshold": threshold,
-        # The box of the photo the joints were found in by the second, closer look; null: the whole photo.
+        # The box of the photo the closer look (pose/region.py) ran on; null: one look at the whole photo.
         "region": None if estimate.region is None else {
             "left": estimate.region.left, "top": estimate.region.top,
             "width": estimate.region.width, "height": estimate.region.height},

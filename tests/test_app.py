@@ -43,18 +43,38 @@ def test_pose_reply_has_every_documented_field(pose_reply, app):
     assert {tuple(s["pair"]) for s in pose_reply["skeleton"]} == set(card.skeleton)
 
 
-def test_a_person_small_in_the_photo_gets_a_closer_look(pose_reply):
-    """pose.jpg: the person spans about half the photo's height, so the joints come from a second
-    pass on a box around them (square, as MoveNet's input), which holds every visible joint."""
-    region = pose_reply["region"]
-    assert set(region) == {"left", "top", "width", "height"}
-    assert region["width"] == region["height"]
-    w, h = pose_reply["image"]["width"], pose_reply["image"]["height"]
-    assert region["width"] <= max(w, h) / 1.25  # at least 1.25 times closer than the whole photo
-    for j in pose_reply["joints"]:
-        if j["visible"]:
-            assert region["left"] <= j["x"] <= region["left"] + region["width"]
-            assert region["top"] <= j["y"] <= region["top"] + region["height"]
+def test_a_person_who_fills_the_photo_gets_one_look(pose_reply):
+    assert pose_reply["region"] is None  # pose.jpg: the person spans most of its height
+
+
+def test_a_person_small_in_the_photo_gets_a_closer_look(app, pose_reply):
+    """pose.jpg pasted small into a wide empty scene: the joints come from a second pass on a box
+    around the person and land where they do in pose.jpg itself, closer than one pass puts them."""
+    from local.apigw import LambdaContext, response_body
+
+    photo = Image.open(DATA / "pose.jpg").convert("RGB")
+    k, (left, top) = 0.5, (1700, 900)
+    scene = Image.new("RGB", (3000, 1800), (128, 128, 128))
+    scene.paste(photo.resize((round(photo.width * k), round(photo.height * k)), Image.Resampling.LANCZOS), (left, top))
+    buf = io.BytesIO()
+    scene.save(buf, format="JPEG", quality=92)
+    response = app.lambda_handler(json_event("/pose", {"image": b64(buf.getvalue()), "return_image": False}),
+                                  LambdaContext())
+    reply = json.loads(response_body(response))
+    region = reply["region"]
+    assert region is not None and region["width"] == region["height"]  # MoveNet's input is square
+    assert 3000 / region["width"] >= 2  # at least twice as close as the whole scene
+
+    expected = {j["name"]: ((j["x"] + 0.5) * k - 0.5 + left, (j["y"] + 0.5) * k - 0.5 + top)
+                for j in pose_reply["joints"] if j["visible"]}
+    found = {j["name"]: (j["x"], j["y"]) for j in reply["joints"]}
+    closer = np.array([np.hypot(*np.subtract(found[n], xy)) for n, xy in expected.items()])
+    one_pass = app.MODEL.estimate(np.asarray(scene), closer_look=False)
+    index = {name: i for i, name in enumerate(app.MODEL.card.joints)}
+    single = np.array([np.hypot(*np.subtract(one_pass.points[index[n]], xy)) for n, xy in expected.items()])
+    print(f"median error vs pose.jpg's joints: closer look {np.median(closer):.1f} px, one pass {np.median(single):.1f} px")
+    assert np.median(closer) < 0.03 * photo.height * k  # about where the full-size photo puts them
+    assert np.median(closer) < np.median(single)
 
 
 def test_visible_means_score_at_least_threshold(pose_reply):

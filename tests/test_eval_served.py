@@ -47,21 +47,23 @@ def test_served_default_model_on_the_eval_photos(eval_set, tmp_path):
         assert np.allclose([[j["x"], j["y"]] for j in answer["joints"]], points, atol=0.006)
         assert answer["model"]["name"] == model.card.name
 
-    # a real pose model, not noise (measured: OKS 72, PCK@0.2 88, PCKh@0.5 63)
+    # a real pose model, not noise (measured: OKS 69, PCK@0.2 87, PCKh@0.5 64)
     assert table["whole/coco"]["instances"] == len({i["image"] for i in eval_set["coco"]["instances"]})
     assert table["whole/coco"]["oks"] > 60
     assert table["whole/coco"]["pck@0.2"] > 75
     assert table["whole/mpii"]["pckh@0.5"] > 50
 
 
-def test_the_closer_look_finds_joints_better_on_whole_photos(eval_set):
-    """The second pass on a crop around the person (pose/region.py) against one pass on the whole
-    photo, same model, same photos (measured: OKS 61.1 -> 72.2, PCKh@0.5 58.9 -> 63.2)."""
+def test_the_closer_look_helps_on_whole_photos_and_costs_little_on_tight_crops(eval_set):
+    """The second pass on a box around a person who is small in the photo (pose/region.py) against
+    one pass, same model, same inputs. Measured: whole photos OKS 61.1 -> 69.2, PCKh@0.5 58.9 ->
+    64.3; the labelled persons' own crops (where one pass already sees well) OKS 67.6 -> 67.1."""
     model = PoseModel(served_model(), threads=2)
-    one_pass = evaluate.report(evaluate.run(
-        model, protocols=("whole",), whole_points=lambda _rel, rgb: model.estimate(rgb, closer_look=False).points))
-    closer = evaluate.report(evaluate.run(model, protocols=("whole",)))
+    one_pass = evaluate.report(evaluate.run(evaluate.OnePass(model)))
+    closer = evaluate.report(evaluate.run(model))
     print(json.dumps({"one_pass": one_pass, "closer_look": closer}, indent=1))
     assert closer["whole/coco"]["oks"] >= one_pass["whole/coco"]["oks"] + 5
     assert closer["whole/coco/no-train"]["oks"] >= one_pass["whole/coco/no-train"]["oks"] + 3
     assert closer["whole/mpii"]["pckh@0.5"] >= one_pass["whole/mpii"]["pckh@0.5"] + 2
+    for key, metric in (("crops/coco", "oks"), ("crops/coco/no-train", "oks"), ("crops/mpii", "pckh@0.5")):
+        assert closer[key][metric] >= one_pass[key][metric] - 1, key

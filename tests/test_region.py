@@ -18,6 +18,7 @@ def test_a_small_person_gets_a_box_of_the_input_aspect_around_them():
     points = standing(400, 300, 200)
     region = person_region(points, np.full(12, 0.9), 1600, 1200, 256, 256)
     assert region is not None and region.width == region.height
+    assert min(1600, 1200) / region.height >= MIN_ZOOM
     assert region.height == pytest.approx(200 * 1.5, abs=1)  # MARGIN around the joints' extent
     assert region.left <= points[:, 0].min() and points[:, 0].max() <= region.left + region.width
     assert region.top <= points[:, 1].min() and points[:, 1].max() <= region.top + region.height
@@ -31,11 +32,12 @@ def test_no_box_when_the_person_already_fills_the_photo():
 
 
 def test_the_box_must_be_at_least_min_zoom_closer():
-    # A joints' extent of 100 px -> a 150 px box; the whole photo is 256 px -> 256 / 150 = 1.7x closer.
-    assert person_region(standing(50, 50, 100), np.full(12, 0.9), 256, 256, 256, 256) is not None
-    # In a 180 px photo the box is 180 / 150 = 1.2x closer: below MIN_ZOOM.
-    assert 180 / 150 < MIN_ZOOM
-    assert person_region(standing(20, 20, 100), np.full(12, 0.9), 180, 180, 256, 256) is None
+    # A joints' extent of 100 px -> a 150 px box; in a 400 px photo that is 400 / 150 = 2.7x closer.
+    assert 400 / 150 >= MIN_ZOOM
+    assert person_region(standing(50, 50, 100), np.full(12, 0.9), 400, 400, 256, 256) is not None
+    # In a 250 px photo the box is 250 / 150 = 1.7x closer: below MIN_ZOOM.
+    assert 250 / 150 < MIN_ZOOM
+    assert person_region(standing(20, 20, 100), np.full(12, 0.9), 250, 250, 256, 256) is None
 
 
 def test_no_box_from_too_few_sure_joints_or_joints_outside_the_photo():

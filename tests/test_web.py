@@ -156,6 +156,7 @@ def test_photo_to_pose_on_a_desktop(server, browser):
         assert page.locator("#joints tbody th").all_inner_texts() == joints
         assert health["model"]["name"] in page.inner_text("#model-facts")
         assert "Inference" in page.inner_text("#timing-facts")
+        assert "the whole photo" in page.inner_text("#model-facts")  # pose.jpg needs no closer look
 
         # the slider redraws without a request: keyboard Home = 0 (all visible), End = 1
         requests = []

@@ -130,6 +130,9 @@ function showFacts(pose, photo, roundTripMs) {
     ["Weights", model.quantization ?? "?"],
     ["SHA-256", model.sha256 ? `${model.sha256.slice(0, 12)}…` : "?", model.sha256],
     ["Photo sent", `${photo.width}×${photo.height} px, ${Math.round(photo.bytes / 1024)} KB`],
+    ["Looked at", pose.region
+      ? `the whole photo, then closer: ${pose.region.width}×${pose.region.height} px around the person`
+      : "the whole photo"],
   ]);
   const ms = (value) => (typeof value === "number" ? `${value.toFixed(1)} ms` : "–");
   const t = pose.timings_ms || {};

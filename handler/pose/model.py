@@ -107,7 +107,8 @@ class PoseModel:
     def estimate(self, rgb: np.ndarray, closer_look: bool = True) -> Estimate:
         """(H, W, 3) uint8 RGB photo -> joints in photo pixels with scores, and stage timings (summed
         over both passes). With `closer_look`, a person who is small in the photo is looked at again
-        in a crop around them (region.py), and the joints and scores are that second pass's."""
+        in a box around them (region.py); each joint is then the one of the pass that scored it
+        higher, so a joint the box cut off keeps its first-pass place."""
         first = self._estimate_once(rgb)
         spec = self.card.input
         region = person_region(first.points, first.scores, rgb.shape[1], rgb.shape[0], spec.width, spec.height) \
@@ -115,8 +116,10 @@ class PoseModel:
         if region is None:
             return first
         second = self._estimate_once(region.crop(rgb))
+        closer = second.scores >= first.scores
+        points = np.where(closer[:, None], region.to_photo(second.points), first.points)
         timings = {k: first.timings_ms[k] + second.timings_ms[k] for k in first.timings_ms}
-        return Estimate(region.to_photo(second.points), second.scores, timings, region)
+        return Estimate(points, np.maximum(first.scores, second.scores), timings, region)
 
     def _estimate_once(self, rgb: np.ndarray) -> Estimate:
         t0 = time.perf_counter()
