@@ -41,6 +41,7 @@ unbiased accuracy report calibrate on other photos (``--images``).
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import sys
 import tempfile
@@ -199,11 +200,11 @@ def unnamed_to_named(model: onnx.ModelProto) -> None:
 # --- the two recipes -------------------------------------------------------------------------------------
 
 
-
-
 def _display(p: Path) -> str:
+    """A photo folder as the card records it: relative to the folder holding the project and ../shared
+    (made absolute without following links, so a symlinked ../shared still reads shared/...)."""
     try:
-        return str(p.resolve().relative_to(photos.ROOT.parent))
+        return str(Path(os.path.abspath(p)).relative_to(photos.ROOT.parent))
     except ValueError:
         return str(p)
 
