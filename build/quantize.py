@@ -41,8 +41,8 @@ unbiased accuracy report calibrate on other photos (``--images``).
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import sys
 import tempfile
 import time
