@@ -79,9 +79,9 @@ def local_server(model_path: Path | None = None, log_dir: Path | None = None, ap
     logs = log_dir or Path(tempfile.mkdtemp())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MODEL", "AWS_"))}
     env["MODEL_PATH"] = str(model_path or served_model())
+    env["API_KEY"] = api_key
+    env["SERVE_LOG"] = "1" if log_requests else ""
     with open(logs / "stdout.log", "wb") as out, open(logs / "stderr.log", "wb") as err:
-        env["API_KEY"] = api_key
-        env["SERVE_LOG"] = "1" if log_requests else ""
         process = subprocess.Popen([sys.executable, "-m", "local.serve", "--port", "0"], cwd=ROOT, env=env,
                                    stdout=out, stderr=err)
     try:

@@ -89,9 +89,9 @@ def open_page(browser, **context_options):
         context.close()
 
 
-def point_page_at(page, base: str, api_base: str, api_key: str = "") -> None:
+def point_page_at(page, base: str, api_base: str) -> None:
     """Serve the page as web/deploy.py would publish it for an API at `api_base`: config.json
-    names the API (and its key), and the CSP's connect-src allows its origin."""
+    names the API, and the CSP's connect-src allows its origin."""
     deploy = load_deploy()
     origin = deploy.api_origin(api_base)
     # Chromium asks before a page reaches another loopback port (Local Network Access); a
@@ -103,7 +103,7 @@ def point_page_at(page, base: str, api_base: str, api_key: str = "") -> None:
         route.fulfill(response=response, body=deploy.with_connect_src(response.text(), origin))
 
     page.route(lambda url: urlsplit(url).path in ("/", "/index.html") and url.startswith(base), index)
-    config = deploy.page_config(api_base, api_key)
+    config = deploy.page_config(api_base)
     page.route(f"{base}/config.json", lambda route: route.fulfill(
         status=200, content_type="application/json", body=config))
 
