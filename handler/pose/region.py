@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
 MIN_SCORE = 0.3  # the joints the box is made of: placed with at least this score...
 MIN_JOINTS = 3  # ...and at least this many of them, inside the photo
@@ -32,9 +31,15 @@ class Region:
     height: int
 
     def crop(self, rgb: np.ndarray) -> np.ndarray:
-        """The box's pixels; black where it reaches past the photo (as the letterbox pads)."""
-        box = (self.left, self.top, self.left + self.width, self.top + self.height)
-        return np.asarray(Image.fromarray(rgb).crop(box))
+        """The box's pixels; black where it reaches past the photo (as the letterbox pads). A numpy
+        slice: going through PIL would first copy the whole photo (130 ms for 36 megapixels)."""
+        height, width = rgb.shape[:2]
+        patch = np.zeros((self.height, self.width, *rgb.shape[2:]), dtype=rgb.dtype)
+        x0, y0 = max(self.left, 0), max(self.top, 0)
+        x1, y1 = min(self.left + self.width, width), min(self.top + self.height, height)
+        if x1 > x0 and y1 > y0:
+            patch[y0 - self.top:y1 - self.top, x0 - self.left:x1 - self.left] = rgb[y0:y1, x0:x1]
+        return patch
 
     def to_photo(self, points: np.ndarray) -> np.ndarray:
         """(N, 2) pixels of the crop -> pixels of the photo."""
