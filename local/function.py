@@ -1,7 +1,7 @@
 """Import the Lambda function in this process, configured as the template configures it.
 
 MODEL_PATH defaults to the INT8 default model as the model layer ships it; MODEL (a model name)
-picks another bundled one. The import is the cold start: it loads the model once.
+picks another bundled one. DETECTOR_PATH defaults to the bundled person detector ("none": none). The import is the cold start: it loads the model once.
 """
 
 from __future__ import annotations
@@ -20,9 +20,15 @@ def model_path(name: str | None = None) -> Path:
     return ROOT / "models" / "int8" / f"{name or os.getenv('MODEL') or DEFAULT_MODEL}.int8.onnx"
 
 
+def detector_path() -> Path:
+    """The person detector the model layer ships."""
+    return ROOT / "models" / "int8" / "nanodet.int8.onnx"
+
+
 def load():
     """The handler module `app`, imported once per process."""
     os.environ.setdefault("MODEL_PATH", str(model_path()))
+    os.environ.setdefault("DETECTOR_PATH", str(detector_path()) if detector_path().is_file() else "none")
     os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "pose")
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")

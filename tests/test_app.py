@@ -30,8 +30,12 @@ def pose_reply(app, pose_jpg):
 
 def test_pose_reply_has_every_documented_field(pose_reply, app):
     card = app.MODEL.card
-    assert set(pose_reply) == {"joints", "keypoints", "skeleton", "image", "model", "threshold", "timings_ms",
-                               "region", "annotated_image"}
+    assert set(pose_reply) == {"people", "joints", "keypoints", "skeleton", "image", "model", "detector",
+                               "threshold", "timings_ms", "region", "annotated_image"}
+    assert set(pose_reply["people"][0]) == {"score", "box", "joints", "keypoints", "region"}
+    first = pose_reply["people"][0]
+    assert (first["joints"], first["keypoints"], first["region"]) == \
+        (pose_reply["joints"], pose_reply["keypoints"], pose_reply["region"])
     assert [j["name"] for j in pose_reply["joints"]] == list(card.joints)
     assert [j["id"] for j in pose_reply["joints"]] == list(range(len(card.joints)))
     assert len(pose_reply["keypoints"]) == 3 * len(card.joints)
@@ -39,7 +43,7 @@ def test_pose_reply_has_every_documented_field(pose_reply, app):
     assert pose_reply["threshold"] == card.threshold == 0.6
     assert pose_reply["model"]["sha256"] == hashlib.sha256(served_model().read_bytes()).hexdigest()
     assert pose_reply["model"]["name"] == card.name and pose_reply["model"]["quantization"].startswith("int8")
-    assert set(pose_reply["timings_ms"]) == {"decode", "preprocess", "inference", "postprocess", "render"}
+    assert set(pose_reply["timings_ms"]) == {"decode", "detect", "preprocess", "inference", "postprocess", "render"}
     assert {tuple(s["pair"]) for s in pose_reply["skeleton"]} == set(card.skeleton)
 
 

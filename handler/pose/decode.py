@@ -1,45 +1,76 @@
-"""Model outputs -> joint positions in model-input pixels and scores, as the card's output spec says."""
+"""Model outputs -> joint positions in model-input pixels and scores, with a person axis.
+
+One table, ``DECODERS``, maps the card's output kind to its decoder. Every decoder takes the
+batched output of one ``session.run`` (one row per person crop) and returns points ``(P, K, 2)``
+and scores ``(P, K)``; an output that does not fit the card is refused, never reshaped into it.
+"""
 
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 
 from .card import Card
+from .errors import ModelError
 
 
 def decode(card: Card, output: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One model output (batch of 1) -> ((N, 2) x, y in input pixels, (N,) scores)."""
-    spec = card.output
-    if spec.kind == "heatmaps":
-        maps = output[0] if spec.layout == "NCHW" else np.moveaxis(output[0], -1, 0)
-        points, scores = heatmap_peaks(maps)
-        stride_x = card.input.width / maps.shape[2]
-        stride_y = card.input.height / maps.shape[1]
-        return points * np.array([stride_x, stride_y]), scores
-    # keypoints, "yx_score_normalized": (..., N, 3) rows of (y, x, score) in [0, 1] of the input
-    rows = np.asarray(output, dtype=np.float64).reshape(-1, 3)
-    points = np.stack([rows[:, 1] * card.input.width - 0.5, rows[:, 0] * card.input.height - 0.5], axis=1)
-    return points, rows[:, 2]
+    """The output of a batch of P inputs -> ((P, K, 2) x, y in input pixels, (P, K) scores)."""
+    try:
+        decoder = DECODERS[card.output.kind]
+    except KeyError:
+        raise ModelError(f"no decoder for output kind '{card.output.kind}'") from None
+    return decoder(card, np.asarray(output))
+
+
+def decode_heatmaps(card: Card, output: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(P, K, H, W) or (P, H, W, K) heatmaps -> peaks scaled from heatmap cells to input pixels."""
+    maps = output if card.output.layout == "NCHW" else np.moveaxis(output, -1, 1)
+    k = len(card.joints)
+    if maps.ndim != 4 or maps.shape[1] != k:
+        raise ModelError(f"heatmap output of shape {output.shape} does not hold {k} maps per person "
+                         f"in layout {card.output.layout}")
+    points, scores = heatmap_peaks(maps)
+    stride = np.array([card.input.width / maps.shape[3], card.input.height / maps.shape[2]])
+    return points * stride, scores
+
+
+def decode_keypoints(card: Card, output: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """"yx_score_normalized": (P, [1,] K, 3) rows of (y, x, score) in [0, 1] of the input."""
+    k = len(card.joints)
+    if output.ndim < 3 or output.shape[-2:] != (k, 3) or int(np.prod(output.shape[1:-2])) != 1:
+        raise ModelError(f"keypoint output of shape {output.shape} is not one row of {k} (y, x, score) "
+                         "per person")
+    rows = output.reshape(output.shape[0], k, 3).astype(np.float64)
+    points = np.stack([rows[..., 1] * card.input.width - 0.5, rows[..., 0] * card.input.height - 0.5], axis=-1)
+    return points, rows[..., 2]
+
+
+DECODERS: dict[str, Callable[[Card, np.ndarray], tuple[np.ndarray, np.ndarray]]] = {
+    "heatmaps": decode_heatmaps,
+    "keypoints": decode_keypoints,
+}
 
 
 def heatmap_peaks(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(N, H, W) heatmaps -> ((N, 2) peak x, y in heatmap cells, (N,) peak values).
+    """(P, K, H, W) heatmaps -> ((P, K, 2) peak x, y in heatmap cells, (P, K) peak values).
 
-    As Simple Baselines' get_final_preds: the argmax of each map, then a quarter-cell shift toward
-    the higher neighbour on each axis (only for peaks at least two cells inside the map, exactly
-    as the reference code does), and the score is the peak value. A map whose peak is not positive
-    gives (0, 0).
+    As Simple Baselines' get_max_preds + get_final_preds, batch first: the argmax of each map,
+    then a quarter-cell shift toward the higher neighbour on each axis (only for peaks at least
+    two cells inside the map, exactly as the reference code does), and the score is the peak
+    value. A map whose peak is not positive gives (0, 0).
     """
-    n, h, w = maps.shape
-    flat = maps.reshape(n, -1)
-    idx = flat.argmax(axis=1)
-    scores = flat[np.arange(n), idx].astype(np.float64)
+    p, k, h, w = maps.shape
+    flat = maps.reshape(p, k, -1)
+    idx = flat.argmax(axis=2)
+    scores = np.take_along_axis(flat, idx[..., None], axis=2)[..., 0].astype(np.float64)
     px, py = idx % w, idx // w
-    points = np.stack([px, py], axis=1).astype(np.float64)
+    points = np.stack([px, py], axis=-1).astype(np.float64)
     points[scores <= 0] = 0.0
     inside = (px > 1) & (px < w - 1) & (py > 1) & (py < h - 1) & (scores > 0)
-    for j in np.flatnonzero(inside):
-        m, x, y = maps[j], px[j], py[j]
-        points[j, 0] += 0.25 * np.sign(float(m[y, x + 1]) - float(m[y, x - 1]))
-        points[j, 1] += 0.25 * np.sign(float(m[y + 1, x]) - float(m[y - 1, x]))
+    b, j = np.nonzero(inside)
+    x, y = px[b, j], py[b, j]
+    points[b, j, 0] += 0.25 * np.sign(maps[b, j, y, x + 1].astype(np.float64) - maps[b, j, y, x - 1])
+    points[b, j, 1] += 0.25 * np.sign(maps[b, j, y + 1, x].astype(np.float64) - maps[b, j, y - 1, x])
     return points, scores

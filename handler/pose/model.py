@@ -27,6 +27,7 @@ from .image import prepare
 from .region import Region, person_region
 
 DEFAULT_MODEL_PATH = "/opt/model/movenet-thunder.int8.onnx"
+DEFAULT_DETECTOR_PATH = "/opt/model/nanodet.int8.onnx"
 MB_PER_VCPU = 1769  # Lambda gives one vCPU per 1769 MB of memory
 S3_TIMEOUT_S = 5.0  # connect and per-read timeout of the model download: a stall fails in ~20 s, not minutes
 
@@ -49,10 +50,37 @@ def threads_for_memory(memory_mb: int | None, cpus: int | None = None) -> int:
 
 @dataclass
 class Estimate:
-    points: np.ndarray  # (N, 2) x, y in photo pixels
-    scores: np.ndarray  # (N,)
+    points: np.ndarray  # (K, 2) x, y in photo pixels
+    scores: np.ndarray  # (K,)
     timings_ms: dict[str, float] = field(default_factory=dict)
     region: Region | None = None  # where the second, closer look was; None when there was none
+
+
+def session_options(threads: int | None) -> ort.SessionOptions:
+    """The options of every session of the service: `threads` intra-op threads, no spinning."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or threads_for_memory(None)
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return options
+
+
+def open_session(path: Path, threads: int | None,
+                 expected_sha256: str | None = None) -> tuple[ort.InferenceSession, str]:
+    """One onnxruntime session on the file at `path` and the file's sha256; ModelError when the
+    file is missing, not the expected one or not a model onnxruntime can load."""
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    sha256 = sha256_of(path)
+    if expected_sha256 and sha256 != expected_sha256.lower():
+        raise ModelError(f"model sha256 mismatch: {path} is {sha256}, expected {expected_sha256}")
+    try:
+        session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises several types for a corrupt or unreadable file
+        raise ModelError(f"model file could not be loaded: {path}: {str(exc).splitlines()[0][:200]}") from None
+    return session, sha256
 
 
 class PoseModel:
@@ -60,30 +88,18 @@ class PoseModel:
 
     def __init__(self, path: str | Path, threads: int | None = None, expected_sha256: str | None = None):
         self.path = Path(path)
-        if not self.path.is_file():
-            raise ModelError(f"model file not found: {self.path}")
-        self.sha256 = sha256_of(self.path)
-        if expected_sha256 and self.sha256 != expected_sha256.lower():
-            raise ModelError(f"model sha256 mismatch: {self.path} is {self.sha256}, expected {expected_sha256}")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or threads_for_memory(None)
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises several types for a corrupt or unreadable file
-            raise ModelError(f"model file could not be loaded: {self.path}: {str(exc).splitlines()[0][:200]}") from None
+        self.session, self.sha256 = open_session(self.path, threads, expected_sha256)
         meta = self.session.get_modelmeta().custom_metadata_map
         self.card = model_card.parse(meta.get(model_card.CARD_KEY))
-        inputs = {i.name for i in self.session.get_inputs()}
+        inputs = {i.name: i for i in self.session.get_inputs()}
         outputs = {o.name for o in self.session.get_outputs()}
         if self.card.input.name not in inputs:
             raise ModelError(f"invalid model card: input '{self.card.input.name}' is not in the graph {sorted(inputs)}")
         if self.card.output.name not in outputs:
             raise ModelError(f"invalid model card: output '{self.card.output.name}' is not in the graph {sorted(outputs)}")
-        self.threads = options.intra_op_num_threads
+        # A graph with a fixed batch of 1 still serves several people: one run each.
+        self.batched = inputs[self.card.input.name].shape[0] != 1
+        self.threads = self.session.get_session_options().intra_op_num_threads
         try:
             self.warm_up()
         except ModelError:
@@ -97,41 +113,53 @@ class PoseModel:
         spec = self.card.input
         shape = (1, 3, spec.height, spec.width) if spec.layout == "NCHW" else (1, spec.height, spec.width, 3)
         points, scores = decode(self.card, self.run(np.zeros(shape, dtype=spec.dtype)))
-        if len(points) != len(self.card.joints) or len(scores) != len(self.card.joints):
-            raise ModelError(f"invalid model card: the output decodes to {len(points)} joints, "
-                             f"the card names {len(self.card.joints)}")
+        k = len(self.card.joints)
+        if points.shape != (1, k, 2) or scores.shape != (1, k):
+            raise ModelError(f"invalid model card: the output decodes to {points.shape[1]} joints, "
+                             f"the card names {k}")
 
     def run(self, tensor: np.ndarray) -> np.ndarray:
-        return self.session.run([self.card.output.name], {self.card.input.name: tensor})[0]
+        """A batch of P inputs -> the output for P people: one session.run, or P on a fixed-batch graph."""
+        if self.batched or len(tensor) == 1:
+            return self.session.run([self.card.output.name], {self.card.input.name: tensor})[0]
+        return np.concatenate([self.run(tensor[i:i + 1]) for i in range(len(tensor))])
+
+    def look(self, rgb: np.ndarray, regions: list[Region | None]) -> Estimate:
+        """Joints of one person in each region of the photo (None: the whole photo), in one batched
+        run: points (P, K, 2) in photo pixels and scores (P, K), and the stage timings."""
+        t0 = time.perf_counter()
+        prepared = [prepare(rgb if r is None else r.crop(rgb), self.card.input) for r in regions]
+        tensor = np.concatenate([t for t, _ in prepared])
+        t1 = time.perf_counter()
+        output = self.run(tensor)
+        t2 = time.perf_counter()
+        points, scores = decode(self.card, output)
+        points = np.stack([box.inverse(p) if r is None else r.to_photo(box.inverse(p))
+                           for p, (_, box), r in zip(points, prepared, regions)])
+        t3 = time.perf_counter()
+        timings = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3}
+        return Estimate(points, scores, timings)
 
     def estimate(self, rgb: np.ndarray, closer_look: bool = True) -> Estimate:
-        """(H, W, 3) uint8 RGB photo -> joints in photo pixels with scores, and stage timings (summed
-        over both passes). With `closer_look`, a person who is small in the photo is looked at again
-        in a box around them (region.py); each joint is then the one of the pass that scored it
-        higher, so a joint the box cut off keeps its first-pass place."""
-        first = self._estimate_once(rgb)
+        """One person in the whole photo: (H, W, 3) uint8 RGB -> joints (K, 2) in photo pixels with
+        scores, and stage timings (summed over both passes). With `closer_look`, a person who is
+        small in the photo is looked at again in a box around them (region.py); each joint is then
+        the one of the pass that scored it higher, so a joint the box cut off keeps its first-pass place."""
+        first = self._one(self.look(rgb, [None]))
         spec = self.card.input
         region = person_region(first.points, first.scores, rgb.shape[1], rgb.shape[0], spec.width, spec.height) \
             if closer_look else None
         if region is None:
             return first
-        second = self._estimate_once(region.crop(rgb))
+        second = self._one(self.look(rgb, [region]))
         closer = second.scores >= first.scores
-        points = np.where(closer[:, None], region.to_photo(second.points), first.points)
+        points = np.where(closer[:, None], second.points, first.points)
         timings = {k: first.timings_ms[k] + second.timings_ms[k] for k in first.timings_ms}
         return Estimate(points, np.maximum(first.scores, second.scores), timings, region)
 
-    def _estimate_once(self, rgb: np.ndarray) -> Estimate:
-        t0 = time.perf_counter()
-        tensor, box = prepare(rgb, self.card.input)
-        t1 = time.perf_counter()
-        output = self.run(tensor)
-        t2 = time.perf_counter()
-        points, scores = decode(self.card, output)
-        points = box.inverse(points)
-        t3 = time.perf_counter()
-        timings = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3}
-        return Estimate(points, scores, timings)
+    @staticmethod
+    def _one(batch: Estimate) -> Estimate:
+        return Estimate(batch.points[0], batch.scores[0], batch.timings_ms)
 
 
 def fetch_from_s3(uri: str, expected_sha256: str | None, tmp_dir: str = "/tmp",
@@ -187,17 +215,24 @@ def fetch_from_s3(uri: str, expected_sha256: str | None, tmp_dir: str = "/tmp",
     return target
 
 
+def _threads(env) -> int:
+    memory = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+    try:
+        return (int(env["MODEL_THREADS"]) if env.get("MODEL_THREADS")
+                else threads_for_memory(int(memory) if memory else None))
+    except ValueError:
+        raise ModelError("MODEL_THREADS and AWS_LAMBDA_FUNCTION_MEMORY_SIZE must be integers") from None
+
+
 def load_from_env(env: dict[str, str] | None = None) -> PoseModel:
     """The served model as the function's environment configures it."""
     env = os.environ if env is None else env
     expected = env.get("MODEL_SHA256") or None
-    memory = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+    threads = _threads(env)
     try:
-        threads = (int(env["MODEL_THREADS"]) if env.get("MODEL_THREADS")
-                   else threads_for_memory(int(memory) if memory else None))
         timeout = float(env.get("MODEL_S3_TIMEOUT") or S3_TIMEOUT_S)
     except ValueError:
-        raise ModelError("MODEL_THREADS and MODEL_S3_TIMEOUT must be numbers") from None
+        raise ModelError("MODEL_S3_TIMEOUT must be a number") from None
     if not env.get("MODEL_S3_URI"):
         return PoseModel(env.get("MODEL_PATH", DEFAULT_MODEL_PATH), threads=threads, expected_sha256=expected)
     path = fetch_from_s3(env["MODEL_S3_URI"], expected, env.get("MODEL_TMP_DIR", "/tmp"), timeout)
@@ -206,3 +241,15 @@ def load_from_env(env: dict[str, str] | None = None) -> PoseModel:
     except ModelError:
         path.unlink(missing_ok=True)  # a copy that cannot be served is not reused by the next start
         raise
+
+
+def load_detector_from_env(env: dict[str, str] | None = None):
+    """The person detector as the environment configures it (``DETECTOR_PATH``, default the model
+    layer's); None when ``DETECTOR_PATH`` is "none": then every photo is one person's."""
+    env = os.environ if env is None else env
+    path = env.get("DETECTOR_PATH", DEFAULT_DETECTOR_PATH)
+    if path.strip().lower() in ("", "none"):
+        return None
+    from .detect import open_detector
+
+    return open_detector(Path(path), threads=_threads(env))

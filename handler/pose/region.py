@@ -1,4 +1,6 @@
-"""A closer look: the region around the person that the first pass found, to run the model again on.
+"""Regions of the photo a pose model looks at: around a detected person, and a closer look.
+
+A closer look: the region around the person that the first pass found, to run the model again on.
 
 A single-person model sees the whole photo shrunk into its input (256 x 256 for MoveNet): a person
 who covers a third of the photo's height gets a third of the model's resolution. So the service runs
@@ -19,6 +21,7 @@ MIN_SCORE = 0.3  # the joints the box is made of: placed with at least this scor
 MIN_JOINTS = 3  # ...and at least this many of them, inside the photo
 MARGIN = 1.5  # the box is this much larger than the joints' extent (head top, hands, feet stick out)
 MIN_ZOOM = 2.0  # no second look unless it shows the person at least this much larger
+BOX_MARGIN = 1.25  # a detector's person box is widened this much (as top-down pose models were trained)
 
 
 @dataclass(frozen=True)
@@ -42,8 +45,22 @@ class Region:
         return patch
 
     def to_photo(self, points: np.ndarray) -> np.ndarray:
-        """(N, 2) pixels of the crop -> pixels of the photo."""
+        """(..., 2) pixels of the crop -> pixels of the photo."""
         return np.asarray(points, dtype=np.float64) + (self.left, self.top)
+
+    @classmethod
+    def around(cls, box: np.ndarray, in_w: int, in_h: int, margin: float = BOX_MARGIN) -> "Region":
+        """A person box (left, top, right, bottom in photo pixels) widened `margin` times and to the
+        model input's aspect, about its centre: what a top-down pose model expects to see."""
+        x0, y0, x1, y1 = (float(v) for v in box)
+        aspect = in_w / in_h
+        box_h = max((y1 - y0) * margin, (x1 - x0) * margin / aspect, 1.0)
+        return cls.centred((x0 + x1) / 2, (y0 + y1) / 2, box_h * aspect, box_h)
+
+    @classmethod
+    def centred(cls, cx: float, cy: float, width: float, height: float) -> "Region":
+        return cls(int(round(cx - width / 2)), int(round(cy - height / 2)),
+                   max(1, int(round(width))), max(1, int(round(height))))
 
 
 def person_region(points: np.ndarray, scores: np.ndarray, width: int, height: int,
@@ -64,6 +81,4 @@ def person_region(points: np.ndarray, scores: np.ndarray, width: int, height: in
     zoom = (in_w / box_w) / min(in_w / width, in_h / height)  # the box's scale over the letterbox's
     if zoom < MIN_ZOOM:
         return None
-    left = int(round((x0 + x1) / 2 - box_w / 2))
-    top = int(round((y0 + y1) / 2 - box_h / 2))
-    return Region(left, top, max(1, int(round(box_w))), max(1, int(round(box_h))))
+    return Region.centred((x0 + x1) / 2, (y0 + y1) / 2, box_w, box_h)

@@ -1,0 +1,84 @@
+"""People -> the API's JSON reply, and the annotated image with its media type.
+
+The same shape serves POST /pose and the batch jobs (one result per photo). The README's
+"The reply" section documents every field.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+
+import numpy as np
+
+from . import draw
+from .card import Card
+from .pipeline import People, Person
+from .region import Region
+
+MAX_ANNOTATED_BYTES = 3_900_000  # as base64 about 5.2 MB: the reply stays under Lambda's 6 MB
+
+
+def person_json(person: Person, card: Card, threshold: float) -> dict:
+    """One person: score, box, joints (one per model joint) and COCO's flat keypoint list."""
+    visible = person.scores >= threshold
+    joints = [
+        {"id": i, "name": name, "x": _num(x, 2), "y": _num(y, 2), "score": _num(s, 4), "visible": bool(v)}
+        for i, (name, (x, y), s, v) in enumerate(zip(card.joints, person.points, person.scores, visible))
+    ]
+    keypoints: list[float] = []
+    for j in joints:
+        keypoints += [j["x"], j["y"], 2] if j["visible"] else [0, 0, 0]
+    left, top, right, bottom = person.box
+    return {
+        "score": _num(person.score, 4),
+        "box": {"left": _num(left, 2), "top": _num(top, 2), "width": _num(right - left, 2),
+                "height": _num(bottom - top, 2)},
+        "joints": joints,
+        "keypoints": keypoints,
+        "region": _region(person.region),
+    }
+
+
+def to_json(found: People, card: Card, threshold: float, image_size: tuple[int, int], models: dict) -> dict:
+    """The reply without the annotated image: `people` best first; the top-level `joints`,
+    `keypoints` and `region` are those of people[0] (the reply of a one-person service)."""
+    people = [person_json(p, card, threshold) for p in found.people]
+    first = people[0] if people else {"joints": [], "keypoints": [], "region": None}
+    return {
+        "people": people,
+        "joints": first["joints"],
+        "keypoints": first["keypoints"],
+        "region": first["region"],
+        "skeleton": [{"from": card.joints[a], "to": card.joints[b], "pair": [a, b]} for a, b in card.skeleton],
+        "image": {"width": int(image_size[0]), "height": int(image_size[1])},
+        **models,
+        "threshold": threshold,
+    }
+
+
+def annotated_image(rgb: np.ndarray, found: People, card: Card, threshold: float) -> tuple[str, bytes]:
+    """(media type, bytes) of the drawing: a PNG, or a JPEG when a detailed photo's PNG would push
+    the reply past Lambda's 6 MB."""
+    drawing = draw.annotate(rgb, [(p.points, p.scores >= threshold, p.box) for p in found.people],
+                            card.sides, card.skeleton)
+    data = draw.png_bytes(drawing)
+    if len(data) > MAX_ANNOTATED_BYTES:
+        return "image/jpeg", draw.jpeg_bytes(drawing)
+    return "image/png", data
+
+
+def data_url(media_type: str, data: bytes) -> str:
+    return f"data:{media_type};base64," + base64.b64encode(data).decode("ascii")
+
+
+def _region(region: Region | None) -> dict | None:
+    if region is None:
+        return None
+    return {"left": region.left, "top": region.top, "width": region.width, "height": region.height}
+
+
+def _num(value: float, digits: int) -> float:
+    """A JSON-safe rounded number: NaN and infinities (a broken model's output) become 0."""
+    value = float(value)
+    return round(value, digits) if math.isfinite(value) else 0.0
