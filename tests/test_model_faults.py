@@ -106,7 +106,7 @@ def card_variants() -> dict[str, tuple[object, tuple[str, ...]]]:
                                          ("invalid model card", "decodes to 16 joints", "names 17")),
         "card with the wrong output kind": (lambda c: c.update(output={
             "kind": "keypoints", "name": c["output"]["name"], "encoding": "yx_score_normalized"}),
-            ("invalid model card", "does not run as its card says")),
+            ("invalid model card", "keypoint output of shape (1, 368, 368, 16)")),
         "card with the wrong output layout": (lambda c: c["output"].update(layout="NCHW"),
                                               ("invalid model card", "decodes to 368 joints")),
     }

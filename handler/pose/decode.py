@@ -29,8 +29,9 @@ def decode_heatmaps(card: Card, output: np.ndarray) -> tuple[np.ndarray, np.ndar
     maps = output if card.output.layout == "NCHW" else np.moveaxis(output, -1, 1)
     k = len(card.joints)
     if maps.ndim != 4 or maps.shape[1] != k:
-        raise ModelError(f"heatmap output of shape {output.shape} does not hold {k} maps per person "
-                         f"in layout {card.output.layout}")
+        raise ModelError(f"invalid model card: the heatmap output of shape {output.shape} (layout "
+                         f"{card.output.layout}) decodes to {maps.shape[1] if maps.ndim == 4 else '?'} joints, "
+                         f"the card names {k}")
     points, scores = heatmap_peaks(maps)
     stride = np.array([card.input.width / maps.shape[3], card.input.height / maps.shape[2]])
     return points * stride, scores
@@ -40,8 +41,9 @@ def decode_keypoints(card: Card, output: np.ndarray) -> tuple[np.ndarray, np.nda
     """"yx_score_normalized": (P, [1,] K, 3) rows of (y, x, score) in [0, 1] of the input."""
     k = len(card.joints)
     if output.ndim < 3 or output.shape[-2:] != (k, 3) or int(np.prod(output.shape[1:-2])) != 1:
-        raise ModelError(f"keypoint output of shape {output.shape} is not one row of {k} (y, x, score) "
-                         "per person")
+        raise ModelError(f"invalid model card: the keypoint output of shape {output.shape} is not one row "
+                         f"of (y, x, score) per joint and person: it decodes to "
+                         f"{output.shape[-2] if output.ndim >= 2 else '?'} joints, the card names {k}")
     rows = output.reshape(output.shape[0], k, 3).astype(np.float64)
     points = np.stack([rows[..., 1] * card.input.width - 0.5, rows[..., 0] * card.input.height - 0.5], axis=-1)
     return points, rows[..., 2]
