@@ -1,6 +1,6 @@
 """Accuracy of a served model on the shared eval set (../shared/eval), through the service's own code.
 
-    python build/evaluate.py models/int8/movenet-thunder.int8.onnx [--json out/eval.json]
+    python build/evaluate.py models/int8/movenet-thunder.int8.onnx [--detector models/nanodet.onnx] [--json out/eval.json]
 
 Two protocols, as the eval README describes them:
 - crops: the model runs on each labelled instance's square crop and is scored against that instance;
@@ -9,12 +9,18 @@ Two protocols, as the eval README describes them:
 Metrics: PCKh@0.5 and PCKh@0.1 on the MPII instances, OKS and PCK@0.2 on the COCO instances, each
 over the joints the model and the labels share by name (a COCO model has no head_top, say). COCO
 numbers are also given without the `coco_train2017_TRAIN` subset (MoveNet was trained on it): use
-those to compare models.
+those to compare models. With a detector, the service's multi-person pipeline (pose/pipeline.py)
+answers and its best-scored person, people[0], is the one scored.
+
+And every person (`coco_multi`): the pipeline's people on each whole photo of `coco_multi.json`,
+as COCO keypoint results, scored by pycocotools' own COCOeval: AP, AP50, AP75, AR.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import sys
 from dataclasses import dataclass
@@ -28,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "handler"))
 from pose.image import decode  # noqa: E402
 from pose.model import PoseModel  # noqa: E402
+from pose.pipeline import MAX_PEOPLE, estimate_people  # noqa: E402
 
 EVAL = ROOT.parent / "shared" / "eval"
 TRAIN_SUBSET = "coco_train2017_TRAIN"
@@ -112,6 +119,61 @@ class OnePass:
         return self.model.estimate(rgb, closer_look=False)
 
 
+class Pipeline:
+    """The service's pipeline (detector, crops, one batched pose run; the whole photo when nobody
+    is detected) as a model for this module: `estimate` answers with people[0]."""
+
+    def __init__(self, model: PoseModel, detector, max_people: int = MAX_PEOPLE):
+        self.model, self.card, self.detector, self.max_people = model, model.card, detector, max_people
+
+    def people(self, rgb: np.ndarray):
+        return estimate_people(rgb, self.model, self.detector, self.max_people).people
+
+    def estimate(self, rgb: np.ndarray):
+        return self.people(rgb)[0]
+
+
+COCO_MAX_PEOPLE = 20  # COCO's keypoint evaluation keeps at most 20 people a photo
+
+
+def coco_multi(people: Callable[[np.ndarray], list], joints: tuple[str, ...], eval_dir: Path = EVAL) -> dict:
+    """COCO keypoint AP of `people(rgb)` (objects with points (K, 2), score) on every person of
+    coco_multi.json's photos, by pycocotools; joints are matched to COCO's by name (a model must
+    have all 17). Returns AP, AP50, AP75, APm, APl, AR in percent, and the results themselves."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    path = eval_dir / "coco_multi.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"the eval set is absent: {path} (clone with ../shared beside the project)")
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+        gt = COCO(str(path))
+    order = [name.replace("left_", "l_").replace("right_", "r_")  # COCO's names, as the cards spell them
+             for name in gt.loadCats(gt.getCatIds(catNms=["person"]))[0]["keypoints"]]
+    if not set(order) <= set(joints):
+        raise ValueError(f"a model without COCO's 17 joints cannot be scored by COCO keypoint AP: {joints}")
+    index = [joints.index(name) for name in order]
+    results = []
+    for image_id in sorted(gt.getImgIds()):
+        info = gt.loadImgs(image_id)[0]
+        rgb = read_rgb(eval_dir, f"images/{info['file_name']}")
+        for person in people(rgb)[:COCO_MAX_PEOPLE]:
+            xy = np.asarray(person.points, dtype=np.float64)[index]
+            keypoints = np.concatenate([xy, np.ones((len(index), 1))], axis=1).ravel()
+            results.append({"image_id": image_id, "category_id": 1, "keypoints": [round(float(v), 2) for v in keypoints],
+                            "score": float(person.score)})
+    if not results:
+        return {"AP": 0.0, "AP50": 0.0, "AP75": 0.0, "APm": 0.0, "APl": 0.0, "AR": 0.0, "people": 0}
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluation = COCOeval(gt, gt.loadRes(results), "keypoints")
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    stats = [round(100.0 * float(v), 2) for v in evaluation.stats]
+    return {"AP": stats[0], "AP50": stats[1], "AP75": stats[2], "APm": stats[3], "APl": stats[4], "AR": stats[5],
+            "people": len(results)}
+
+
 def run(model: PoseModel, eval_dir: Path = EVAL, protocols: tuple[str, ...] = ("crops", "whole"),
         whole_points: Callable[[str, np.ndarray], np.ndarray] | None = None) -> dict:
     """Per (protocol, label set), the list of Scored instances (whole: one per photo, its best match).
@@ -178,10 +240,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--detector", type=Path, help="a person detector: score the multi-person pipeline")
     parser.add_argument("--eval-dir", type=Path, default=EVAL)
     args = parser.parse_args(argv)
     model = PoseModel(args.model)
-    table = report(run(model, args.eval_dir))
+    detector = None
+    if args.detector:
+        from pose.detect import open_detector
+
+        detector = open_detector(args.detector, threads=None)
+    table = report(run(Pipeline(model, detector), args.eval_dir))
+    if len(model.card.joints) == 17:
+        table["multi/coco"] = coco_multi(Pipeline(model, detector, COCO_MAX_PEOPLE).people, model.card.joints,
+                                         args.eval_dir)
     print(f"{model.card.name} ({model.card.quantization})")
     for key, row in table.items():
         print(f"  {key:<22} " + "  ".join(f"{k}={v}" for k, v in row.items()))
