@@ -1,0 +1,117 @@
+"""Every person in a photo, timed: one person vs every person, batched vs one pose run per person.
+
+    python build/bench_people.py [--runs 15] [--threads 1] [--json out/bench/people.json]
+
+In one process at MODEL_THREADS threads (default 1: what Lambda's default 2048 MB buys), with the
+served pose model and the bundled detector as the function loads them, each round times, in a
+rotating order, what POST /pose does without the annotated image (decode the photo's bytes, find the
+people, shape the JSON reply) for each photo and each way:
+
+- ``one person``: no detector: the whole photo with its closer look (the service before the detector);
+- ``every person, batched``: detector, then all person crops in one ``session.run``;
+- ``every person, a run per person``: the same with one ``session.run`` per crop.
+
+Photos: tests/data/pose.jpg (one person), tests/data/Pilots.jpg (several) and, when ../shared is
+beside the project, the eval photo with the most people (``crowd``). Medians over the rounds; the
+machine may be shared: read the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "handler"))
+sys.path.insert(0, str(ROOT))
+
+from local import function  # noqa: E402
+from pose import image  # noqa: E402
+from pose.model import PoseModel, load_detector_from_env  # noqa: E402
+from pose.pipeline import estimate_people  # noqa: E402
+from pose.reply import to_json  # noqa: E402
+
+EVAL = ROOT.parent / "shared" / "eval"
+WAYS = ("one person", "every person, batched", "every person, a run per person")
+
+
+def photos() -> dict[str, Path]:
+    found = {"pose.jpg (1 person)": ROOT / "tests" / "data" / "pose.jpg",
+             "Pilots.jpg": ROOT / "tests" / "data" / "Pilots.jpg"}
+    multi = EVAL / "coco_multi.json"
+    if multi.is_file():
+        labels = json.loads(multi.read_text())
+        counts: dict[int, int] = {}
+        for a in labels["annotations"]:
+            if a["num_keypoints"] > 0:
+                counts[a["image_id"]] = counts.get(a["image_id"], 0) + 1
+        crowd = max(counts, key=counts.get)
+        name = next(i["file_name"] for i in labels["images"] if i["id"] == crowd)
+        found[f"crowd ({counts[crowd]} labelled people)"] = EVAL / "images" / name
+    else:
+        print(f"(no {multi}: the crowd photo is left out)")
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=int(os.getenv("MODEL_THREADS", "1")))
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+
+    pose = PoseModel(function.model_path(), threads=args.threads)
+    one_run_each = PoseModel(function.model_path(), threads=args.threads)
+    one_run_each.batched = False  # the same graph, run once per person
+    detector = load_detector_from_env({"DETECTOR_PATH": str(function.detector_path()),
+                                       "MODEL_THREADS": str(args.threads)})
+    setups = {"one person": (pose, None), "every person, batched": (pose, detector),
+              "every person, a run per person": (one_run_each, detector)}
+    models = {"model": {"name": pose.card.name}, "detector": {"name": detector.card.name}}
+
+    def serve(data: bytes, way: str) -> tuple[float, int]:
+        model, det = setups[way]
+        t = time.perf_counter()
+        rgb = image.decode(data)
+        found = estimate_people(rgb, model, det)
+        json.dumps(to_json(found, model.card, model.card.threshold, (rgb.shape[1], rgb.shape[0]), models))
+        return (time.perf_counter() - t) * 1e3, len(found.people)
+
+    table = {}
+    for label, path in photos().items():
+        data = path.read_bytes()
+        times: dict[str, list[float]] = {w: [] for w in WAYS}
+        people: dict[str, int] = {}
+        for r in range(args.warmup + args.runs):
+            for way in WAYS[r % 3:] + WAYS[:r % 3]:
+                ms, people[way] = serve(data, way)
+                if r >= args.warmup:
+                    times[way].append(ms)
+        table[label] = {w: {"median_ms": round(statistics.median(times[w]), 2), "people": people[w]} for w in WAYS}
+
+    base = table["pose.jpg (1 person)"]
+    print(f"POST /pose without the image, {args.threads} thread(s), median of {args.runs} rounds "
+          f"({pose.card.name} {pose.card.quantization}, {detector.card.name} {detector.card.quantization})")
+    print(f"| photo | {' | '.join(WAYS)} | batched vs a run per person | vs pose.jpg, every person |")
+    print("|---|" + "---|" * (len(WAYS) + 2))
+    for label, row in table.items():
+        cells = [f"{row[w]['median_ms']:.1f} ms ({row[w]['people']})" for w in WAYS]
+        batched, each = row[WAYS[1]]["median_ms"], row[WAYS[2]]["median_ms"]
+        print(f"| {label} | {' | '.join(cells)} | {each / batched:.2f}x faster | "
+              f"{batched / base[WAYS[1]]['median_ms']:.2f}x |")
+    one, every = base[WAYS[0]]["median_ms"], base[WAYS[1]]["median_ms"]
+    print(f"pose.jpg: every person (detector included) costs {every / one:.2f}x one person")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"threads": args.threads, "runs": args.runs, "photos": table}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Every person in a photo: detector -> crops -> one batched pose run -> people, on the real models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import DATA, served_model
+from local import function
+from pose import image
+from pose.model import PoseModel, load_detector_from_env
+from pose.pipeline import Person, estimate_people, oks, oks_nms
+
+
+@pytest.fixture(scope="module")
+def pose_model() -> PoseModel:
+    return PoseModel(served_model(), threads=2)
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return load_detector_from_env({"DETECTOR_PATH": str(function.detector_path()), "MODEL_THREADS": "2"})
+
+
+def person(points, score: float, box=(0.0, 0.0, 100.0, 200.0)) -> Person:
+    points = np.asarray(points, dtype=np.float64)
+    return Person(points, np.full(len(points), 0.9), score, box, None)
+
+
+def test_oks_is_one_for_the_same_joints_and_falls_with_distance():
+    a = person([[10, 10], [50, 90], [60, 180]], 0.9)
+    assert oks(a, a) == pytest.approx(1.0)
+    near, far = (person(a.points + d, 0.5) for d in (3.0, 40.0))
+    assert 0.9 < oks(a, near) < 1.0 and oks(a, far) < 0.2
+
+
+def test_oks_nms_keeps_the_better_of_two_matching_people_and_every_distinct_one():
+    best = person([[10, 10], [50, 90], [60, 180]], 0.9)
+    echo = person(best.points + 1.0, 0.6)
+    other = person(best.points + [300.0, 0.0], 0.7, (300.0, 0.0, 400.0, 200.0))
+    kept = oks_nms([echo, other, best])
+    assert kept == [best, other]
+
+
+def scene_of_two(k: float = 0.45) -> tuple[np.ndarray, list[tuple[int, int]], float]:
+    """pose.jpg pasted twice, side by side and apart, into a wide grey scene."""
+    photo = Image.open(DATA / "pose.jpg").convert("RGB")
+    small = photo.resize((round(photo.width * k), round(photo.height * k)), Image.Resampling.LANCZOS)
+    scene = Image.new("RGB", (small.width * 3, round(small.height * 1.3)), (128, 128, 128))
+    spots = [(small.width // 4, small.height // 8), (small.width * 7 // 4, small.height // 5)]
+    for spot in spots:
+        scene.paste(small, spot)
+    return np.asarray(scene), spots, k
+
+
+def test_two_people_in_one_photo_come_back_as_two_each_where_they_stand(pose_model, detector, pose_jpg):
+    alone = estimate_people(image.decode(pose_jpg), pose_model, detector).people[0]
+    sure = alone.scores >= 0.6
+    rgb, spots, k = scene_of_two()
+    people = estimate_people(rgb, pose_model, detector).people
+    assert len(people) == 2
+    found = sorted(people, key=lambda p: p.box[0])
+    for p, (left, top) in zip(found, spots):
+        expected = (alone.points + 0.5) * k - 0.5 + (left, top)
+        error = np.linalg.norm(p.points[sure] - expected[sure], axis=1)
+        assert np.median(error) < 0.03 * rgb.shape[0] / 1.3, (left, top, np.median(error))  # 3% of their height
+        x0, y0, x1, y1 = p.box
+        assert x0 - 20 <= expected[sure, 0].min() and expected[sure, 0].max() <= x1 + 20
+        assert p.region is not None and 0 < p.score <= 1
+
+
+def test_all_people_run_in_one_batch_with_the_same_joints_as_a_run_each(detector):
+    rgb, _, _ = scene_of_two()
+    batched = PoseModel(served_model(), threads=2)
+    each = PoseModel(served_model(), threads=2)
+    each.batched = False
+    a = estimate_people(rgb, batched, detector).people
+    b = estimate_people(rgb, each, detector).people
+    assert len(a) == len(b) == 2
+    for p, q in zip(a, b):
+        assert np.allclose(p.points, q.points, atol=1e-3) and np.allclose(p.scores, q.scores, atol=1e-4)
+
+
+def test_max_people_keeps_the_best_scored(pose_model, detector):
+    pilots = image.decode((DATA / "Pilots.jpg").read_bytes())
+    every = estimate_people(pilots, pose_model, detector, max_people=20).people
+    assert len(every) >= 3
+    assert [p.score for p in every] == sorted((p.score for p in every), reverse=True)
+    two = estimate_people(pilots, pose_model, detector, max_people=2).people
+    assert len(two) <= 2
+
+
+def test_a_photo_where_the_detector_finds_nobody_still_answers_one_person(pose_model, detector):
+    blank = np.full((300, 400, 3), 90, np.uint8)
+    assert len(detector(blank).scores) == 0
+    found = estimate_people(blank, pose_model, detector)
+    assert len(found.people) == 1 and found.people[0].points.shape == (len(pose_model.card.joints), 2)
+    assert found.people[0].region is None
