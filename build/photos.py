@@ -6,7 +6,8 @@ The photos are read where they lie (never copied into the repository):
 - ``../shared/images``: the three photos cleared for the project (see their PROVENANCE.md).
 
 Preprocessing is the service's own: ``pose.image.decode`` (EXIF, colour modes) then ``pose.image.prepare``
-(letterbox, colour order, scaling and layout as the model card says).
+(letterbox, colour order, scaling and layout as the model card says), or for a person detector's card
+``pose.detect.prepare``.
 """
 
 from __future__ import annotations
@@ -14,19 +15,23 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "handler"))
 from pose import card as card_schema  # noqa: E402
+from pose import detect as pose_detect  # noqa: E402
 from pose import image as pose_image  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 EVAL_IMAGES = SHARED / "eval" / "images"
 PROJECT_IMAGES = SHARED / "images"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+
+# photo (H, W, 3) uint8 RGB, the card's input spec -> (the model's (1, ...) input tensor, the transform used)
+Prepare = Callable[[np.ndarray, card_schema.InputSpec], tuple]
 
 
 def default_dirs() -> list[Path]:
@@ -53,8 +58,14 @@ def list_images(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def input_spec(card: dict) -> card_schema.InputSpec:
-    """The card's input as the service parses it (validating the card on the way)."""
-    return card_schema.parse(json.dumps(card)).input
+    """The card's input as the service parses it (validating the card, a pose model's or a detector's)."""
+    return card_schema.parse_any(json.dumps(card)).input
+
+
+def preprocess_for(card: dict) -> Prepare:
+    """The service's preprocessing for the model of this card: a detector's or a pose model's."""
+    return pose_detect.prepare if isinstance(card_schema.parse_any(json.dumps(card)), card_schema.DetectorCard) \
+        else pose_image.prepare
 
 
 def load_rgb(path: str | Path) -> np.ndarray:
@@ -63,10 +74,11 @@ def load_rgb(path: str | Path) -> np.ndarray:
 
 def prepare(path: str | Path, card: dict) -> np.ndarray:
     """One photo -> the model's (1, ...) input tensor, as the service would feed it."""
-    tensor, _ = pose_image.prepare(load_rgb(path), input_spec(card))
+    tensor, _ = preprocess_for(card)(load_rgb(path), input_spec(card))
     return tensor
 
 
-def prepare_all(paths: Iterable[str | Path], card: dict) -> list[np.ndarray]:
-    spec = input_spec(card)
-    return [pose_image.prepare(load_rgb(p), spec)[0] for p in paths]
+def prepare_all(paths: Iterable[str | Path], card: dict, prepare: Prepare | None = None) -> list[np.ndarray]:
+    """The photos as the model's input tensors, by ``prepare`` (default: the service's, for the card's kind)."""
+    spec, prepare = input_spec(card), prepare or preprocess_for(card)
+    return [prepare(load_rgb(p), spec)[0] for p in paths]

@@ -1,4 +1,4 @@
-"""The model card: how to feed a pose model and how to read its outputs.
+"""The model card: how to feed a model (a pose model or a person detector) and how to read its outputs.
 
 Every served ONNX file carries one JSON document in its ``metadata_props`` under the key
 ``pose`` (``CARD_KEY``). The build tools write it; the service reads it at cold start and
@@ -29,6 +29,19 @@ Card fields (JSON)::
       "threshold": 0.6                    # default score threshold
     }
 
+A person detector's card has the same first fields and ``input``; its output and defaults differ::
+
+    {
+      ... "schema", "name", "version", "source", "license", "quantization", "input" as above ...
+      "output": {"kind": "boxes_gfl",            # per grid cell: class scores and 4 x `bins` side logits
+                 "grids": [{"scores": "...", "boxes": "...", "stride": 8}, ...],
+                 "bins": 11, "classes": 80, "class": 0, "class_name": "person"},
+      "score_threshold": 0.35,            # default minimum score of a detection
+      "nms_iou": 0.6                      # default IoU above which the lower-scored box is dropped
+    }
+
+``parse`` reads a pose model's card and ``parse_detector`` a detector's; each refuses the other kind.
+
 The scaling and colour fields are the channel order the weights were trained with (``color``
 lists the order of the three channels of the tensor); ``mean``/``std`` are given in that same
 channel order.
@@ -51,6 +64,8 @@ COLORS = ("RGB", "BGR")
 SIDES = ("center", "left", "right")
 SCALINGS = ("raw", "range", "mean_std")
 KEYPOINT_ENCODINGS = ("yx_score_normalized",)
+POSE_OUTPUTS = ("heatmaps", "keypoints")
+DETECTOR_OUTPUTS = ("boxes_gfl",)
 
 
 @dataclass(frozen=True)
@@ -96,6 +111,45 @@ class Card:
         return json.loads(self.to_json())
 
 
+@dataclass(frozen=True)
+class Grid:
+    """One feature level of a detector: its two output tensors and the input pixels per cell."""
+    scores: str  # [1, cells, classes], already sigmoid
+    boxes: str  # [1, cells, 4 * bins]: left, top, right, bottom distance logits
+    stride: int
+
+
+@dataclass(frozen=True)
+class BoxesSpec:
+    kind: str  # "boxes_gfl": NanoDet's generalized-focal-loss head
+    grids: tuple[Grid, ...]
+    bins: int
+    classes: int
+    class_index: int  # the class detected (card field "class")
+    class_name: str
+
+
+@dataclass(frozen=True)
+class DetectorCard:
+    name: str
+    version: str
+    source: str
+    license: str
+    quantization: str
+    input: InputSpec
+    output: BoxesSpec
+    score_threshold: float
+    nms_iou: float
+    raw: Mapping[str, Any]
+
+    def to_json(self) -> str:
+        return json.dumps(self.raw, sort_keys=True)
+
+    def describe(self) -> dict[str, Any]:
+        """The card as plain JSON-able data (for /health)."""
+        return json.loads(self.to_json())
+
+
 def _require(cond: bool, message: str) -> None:
     if not cond:
         raise ModelError(f"invalid model card: {message}")
@@ -128,14 +182,28 @@ def _scaling(s: Any) -> Mapping[str, Any]:
     return s
 
 
-def parse(text: str | None) -> Card:
-    """Validate the JSON card text and return a Card; raise ModelError naming the problem."""
+def _load(text: str | None) -> dict:
     _require(text is not None, f"the ONNX file has no '{CARD_KEY}' entry in its metadata_props")
     try:
         d = json.loads(text)
     except (TypeError, ValueError) as exc:
         raise ModelError(f"invalid model card: not JSON ({exc})") from None
     _require(isinstance(d, dict), "not a JSON object")
+    return d
+
+
+def _kind(d: dict) -> Any:
+    return d["output"].get("kind") if isinstance(d.get("output"), dict) else None
+
+
+def _fraction(d: dict, key: str) -> float:
+    _require(isinstance(d.get(key), (int, float)) and not isinstance(d[key], bool) and 0.0 <= d[key] <= 1.0,
+             f"{key} must be a number in [0, 1]")
+    return float(d[key])
+
+
+def _common(d: dict) -> InputSpec:
+    """Check the fields every card has; return its input spec."""
     _require(d.get("schema") == SCHEMA_VERSION, f"schema must be {SCHEMA_VERSION}")
     for key in ("name", "version", "source", "license", "quantization"):
         _require(isinstance(d.get(key), str) and d[key] != "", f"{key} must be a non-empty string")
@@ -148,10 +216,18 @@ def parse(text: str | None) -> Card:
     _require(i.get("layout") in LAYOUTS, f"input.layout must be one of {LAYOUTS}")
     _require(i.get("dtype") in DTYPES, f"input.dtype must be one of {DTYPES}")
     _require(i.get("color") in COLORS, f"input.color must be one of {COLORS}")
-    inp = InputSpec(i["name"], i["height"], i["width"], i["layout"], i["dtype"], i["color"], _scaling(i.get("scaling")))
+    return InputSpec(i["name"], i["height"], i["width"], i["layout"], i["dtype"], i["color"], _scaling(i.get("scaling")))
+
+
+def parse(text: str | None) -> Card:
+    """Validate a pose model's JSON card text and return a Card; raise ModelError naming the problem."""
+    d = _load(text)
+    _require(_kind(d) not in DETECTOR_OUTPUTS,
+             f"this is a person detector's card (output.kind '{_kind(d)}'), not a pose model's")
+    inp = _common(d)
 
     o = d.get("output")
-    _require(isinstance(o, dict) and o.get("kind") in ("heatmaps", "keypoints"),
+    _require(isinstance(o, dict) and o.get("kind") in POSE_OUTPUTS,
              "output.kind must be 'heatmaps' or 'keypoints'")
     _require(isinstance(o.get("name"), str), "output.name must be a string")
     if o["kind"] == "heatmaps":
@@ -169,8 +245,7 @@ def parse(text: str | None) -> Card:
     sides = d.get("sides")
     _require(isinstance(sides, list) and len(sides) == n and all(s in SIDES for s in sides),
              f"sides must list one of {SIDES} per joint")
-    threshold = d.get("threshold")
-    _require(isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0, "threshold must be a number in [0, 1]")
+    threshold = _fraction(d, "threshold")
 
     return Card(
         name=d["name"], version=d["version"], source=d["source"], license=d["license"],
@@ -181,3 +256,41 @@ def parse(text: str | None) -> Card:
         threshold=float(threshold), raw=d,
     )
 
+
+
+def parse_detector(text: str | None) -> DetectorCard:
+    """Validate a person detector's JSON card text and return a DetectorCard; raise ModelError naming the problem."""
+    d = _load(text)
+    _require(_kind(d) not in POSE_OUTPUTS, f"this is a pose model's card (output.kind '{_kind(d)}'), not a detector's")
+    inp = _common(d)
+
+    o = d.get("output")
+    _require(isinstance(o, dict) and o.get("kind") in DETECTOR_OUTPUTS, f"output.kind must be one of {DETECTOR_OUTPUTS}")
+    for key in ("bins", "classes"):
+        _require(isinstance(o.get(key), int) and o[key] >= 1, f"output.{key} must be a positive integer")
+    _require(isinstance(o.get("class"), int) and 0 <= o["class"] < o["classes"],
+             f"output.class must be a class index below output.classes ({o['classes']})")
+    _require(isinstance(o.get("class_name"), str) and o["class_name"] != "", "output.class_name must be a non-empty string")
+    grids = o.get("grids")
+    _require(isinstance(grids, list) and grids, "output.grids must be a non-empty list")
+    parsed = []
+    for g in grids:
+        _require(isinstance(g, dict) and isinstance(g.get("scores"), str) and isinstance(g.get("boxes"), str),
+                 f"output.grids entry {g!r} must name its 'scores' and 'boxes' outputs")
+        _require(isinstance(g.get("stride"), int) and 1 <= g["stride"] <= min(inp.width, inp.height),
+                 f"output.grids entry {g!r} needs an integer stride in [1, input size]")
+        parsed.append(Grid(g["scores"], g["boxes"], g["stride"]))
+    names = [n for g in parsed for n in (g.scores, g.boxes)]
+    _require(len(set(names)) == len(names), "output.grids must name each output once")
+    out = BoxesSpec(o["kind"], tuple(parsed), o["bins"], o["classes"], o["class"], o["class_name"])
+
+    return DetectorCard(
+        name=d["name"], version=d["version"], source=d["source"], license=d["license"],
+        quantization=d["quantization"], input=inp, output=out,
+        score_threshold=_fraction(d, "score_threshold"), nms_iou=_fraction(d, "nms_iou"), raw=d,
+    )
+
+
+def parse_any(text: str | None) -> Card | DetectorCard:
+    """A pose model's card or a detector's, by its output kind (for tools that handle both)."""
+    return parse_detector(text) if _kind(_load(text)) in DETECTOR_OUTPUTS else parse(text)

@@ -1,0 +1,180 @@
+"""Photo -> person boxes: a detector's preprocessing, the decoding of its outputs, and NMS.
+
+The detector's card (``card.DetectorCard``) says everything model-specific. The one output kind,
+``boxes_gfl``, is NanoDet's head: for each grid cell of each feature level, class scores (already
+sigmoid) and, for each side of the box (left, top, right, bottom), ``bins`` logits over the distances
+0, 1, ..., bins - 1 strides from the cell centre; the distance is the softmax expectation over them.
+
+Coordinates: in photo pixels with pixel centres on integers (as in ``image``), so a box that covers
+a whole W x H photo is (-0.5, -0.5, W - 0.5, H - 0.5).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import onnxruntime as ort
+
+from . import card as model_card
+from .card import BoxesSpec, DetectorCard, InputSpec
+from .errors import ModelError
+from .image import Letterbox, to_tensor
+
+RESIZES = ("letterbox", "stretch")
+
+
+@dataclass
+class Detections:
+    """People found in a photo, best first."""
+    boxes: np.ndarray  # (D, 4) float64: left, top, right, bottom in photo pixels
+    scores: np.ndarray  # (D,)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def transform_for(width: int, height: int, spec: InputSpec, resize: str = "letterbox") -> Letterbox:
+    """The photo -> model input transform: aspect kept and padded ('letterbox'), or 'stretch'ed to fill."""
+    if resize == "stretch":
+        return Letterbox(width, height, spec.width, spec.height, 0, 0)
+    return Letterbox.fit(width, height, spec.width, spec.height)
+
+
+def prepare(rgb: np.ndarray, spec: InputSpec, resize: str = "letterbox") -> tuple[np.ndarray, Letterbox]:
+    """(H, W, 3) uint8 RGB photo -> the detector's input tensor (batch of 1) and the transform used."""
+    box = transform_for(rgb.shape[1], rgb.shape[0], spec, resize)
+    return to_tensor(box.apply(rgb, spec.width, spec.height), spec), box
+
+
+def softmax_expectation(logits: np.ndarray) -> np.ndarray:
+    """(..., bins) logits -> (...,) expected bin index under their softmax."""
+    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return (z * np.arange(logits.shape[-1])).sum(axis=-1) / z.sum(axis=-1)
+
+
+def decode(spec: BoxesSpec, outputs: Mapping[str, np.ndarray], in_w: int, in_h: int,
+           score_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """The detector's outputs (batch of 1) -> ((N, 4) boxes in input pixels, (N,) scores) of the cells
+    whose score for the card's class is at least ``score_threshold``, in no particular order.
+
+    Cell i of a grid of stride s, gw = ceil(in_w / s) cells wide, has its centre at
+    ((i % gw + 0.5) s, (i // gw + 0.5) s) in input coordinates whose pixel edges are integers; the
+    boxes are returned with pixel centres on integers (half a pixel less).
+    """
+    all_boxes, all_scores = [], []
+    for g in spec.grids:
+        scores = outputs[g.scores][0, :, spec.class_index]
+        cells = np.flatnonzero(scores >= score_threshold)
+        gw = -(-in_w // g.stride)
+        centres = np.stack([(cells % gw + 0.5) * g.stride, (cells // gw + 0.5) * g.stride], axis=1)
+        logits = outputs[g.boxes][0, cells].astype(np.float64).reshape(len(cells), 4, spec.bins)
+        dist = softmax_expectation(logits) * g.stride  # (N, 4): left, top, right, bottom
+        all_boxes.append(np.concatenate([centres - dist[:, :2], centres + dist[:, 2:]], axis=1) - 0.5)
+        all_scores.append(scores[cells].astype(np.float64))
+    return np.concatenate(all_boxes), np.concatenate(all_scores)
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, 4) and (M, 4) boxes (left, top, right, bottom) -> (N, M) intersection over union."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, max_detections: int) -> np.ndarray:
+    """Greedy non-maximum suppression: indices of the kept boxes, best first. A box is dropped when its
+    IoU with a kept, higher-scored box is above ``iou``; at most ``max_detections`` are kept."""
+    order = np.argsort(-scores, kind="stable")
+    overlaps = iou_matrix(boxes[order], boxes[order]) > iou
+    suppressed = np.zeros(len(order), dtype=bool)
+    keep = []
+    for i in range(len(order)):
+        if len(keep) == max_detections:
+            break
+        if not suppressed[i]:
+            keep.append(i)
+            suppressed |= overlaps[i]
+    return order[np.asarray(keep, dtype=np.int64)]
+
+
+def to_photo(boxes: np.ndarray, transform: Letterbox) -> np.ndarray:
+    """(N, 4) boxes in input pixels -> photo pixels, clipped to the photo."""
+    corners = transform.inverse(boxes.reshape(-1, 2)).reshape(-1, 4)
+    lo, hi = -0.5, np.array([transform.width, transform.height]) - 0.5
+    corners[:, :2] = np.clip(corners[:, :2], lo, hi)
+    corners[:, 2:] = np.clip(corners[:, 2:], lo, hi)
+    return corners
+
+
+class Detector:
+    """A person detector: one onnxruntime session and its card."""
+
+    def __init__(self, session: ort.InferenceSession, card: DetectorCard, resize: str = "letterbox"):
+        names = {o.name for o in session.get_outputs()}
+        missing = [n for g in card.output.grids for n in (g.scores, g.boxes) if n not in names]
+        if missing:
+            raise ModelError(f"invalid model card: outputs {missing} are not in the graph {sorted(names)}")
+        if card.input.name not in {i.name for i in session.get_inputs()}:
+            raise ModelError(f"invalid model card: input '{card.input.name}' is not in the graph")
+        self.session, self.card, self.resize = session, card, resize
+        self.output_names = [n for g in card.output.grids for n in (g.scores, g.boxes)]
+
+    def run(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(zip(self.output_names, self.session.run(self.output_names, {self.card.input.name: tensor})))
+
+    def __call__(self, rgb: np.ndarray, score_threshold: float | None = None, nms_iou: float | None = None,
+                 max_detections: int = 20) -> Detections:
+        """(H, W, 3) uint8 RGB photo -> the people in it, best first, with stage timings."""
+        threshold = self.card.score_threshold if score_threshold is None else score_threshold
+        iou = self.card.nms_iou if nms_iou is None else nms_iou
+        spec = self.card.input
+        t0 = time.perf_counter()
+        tensor, transform = prepare(rgb, spec, self.resize)
+        t1 = time.perf_counter()
+        outputs = self.run(tensor)
+        t2 = time.perf_counter()
+        boxes, scores = decode(self.card.output, outputs, spec.width, spec.height, threshold)
+        keep = nms(boxes, scores, iou, max_detections)
+        result = Detections(to_photo(boxes[keep], transform), scores[keep])
+        t3 = time.perf_counter()
+        result.timings_ms = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3}
+        return result
+
+    def warm_up(self) -> None:
+        """One run on a blank input: the outputs must have the shapes the card implies."""
+        spec, out = self.card.input, self.card.output
+        shape = (1, 3, spec.height, spec.width) if spec.layout == "NCHW" else (1, spec.height, spec.width, 3)
+        outputs = self.run(np.zeros(shape, dtype=spec.dtype))
+        for g in out.grids:
+            cells = -(-spec.width // g.stride) * -(-spec.height // g.stride)
+            for name, width in ((g.scores, out.classes), (g.boxes, 4 * out.bins)):
+                if outputs[name].shape != (1, cells, width):
+                    raise ModelError(f"invalid model card: output '{name}' has shape {outputs[name].shape}; "
+                                     f"stride {g.stride} on a {spec.width}x{spec.height} input needs (1, {cells}, {width})")
+
+
+def open_detector(path: str | Path, threads: int = 1) -> Detector:
+    """Open the detector ONNX file with the service's session options, read its card, and warm it up."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises several types for a missing, corrupt or unreadable file
+        raise ModelError(f"detector could not be loaded: {path}: {str(exc).splitlines()[0][:200]}") from None
+    card = model_card.parse_detector(session.get_modelmeta().custom_metadata_map.get(model_card.CARD_KEY))
+    detector = Detector(session, card)
+    detector.warm_up()
+    return detector
