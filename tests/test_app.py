@@ -47,13 +47,20 @@ def test_pose_reply_has_every_documented_field(pose_reply, app):
     assert {tuple(s["pair"]) for s in pose_reply["skeleton"]} == set(card.skeleton)
 
 
-def test_a_person_who_fills_the_photo_gets_one_look(pose_reply):
-    assert pose_reply["region"] is None  # pose.jpg: the person spans most of its height
+def test_the_pose_model_looks_at_the_detected_person_box_widened_to_its_input(pose_reply):
+    """pose.jpg: one person; the region is their box, 1.25x larger, made square for MoveNet's input."""
+    assert len(pose_reply["people"]) == 1
+    box, region = pose_reply["people"][0]["box"], pose_reply["region"]
+    assert region["width"] == region["height"]
+    assert region["width"] == pytest.approx(1.25 * max(box["width"], box["height"]), abs=1)
+    assert region["left"] <= box["left"] and region["top"] <= box["top"]
+    assert region["left"] + region["width"] >= box["left"] + box["width"]
+    assert region["top"] + region["height"] >= box["top"] + box["height"]
 
 
-def test_a_person_small_in_the_photo_gets_a_closer_look(app, pose_reply):
-    """pose.jpg pasted small into a wide empty scene: the joints come from a second pass on a box
-    around the person and land where they do in pose.jpg itself, closer than one pass puts them."""
+def test_a_person_small_in_the_photo_is_looked_at_closely(app, pose_reply):
+    """pose.jpg pasted small into a wide empty scene: the joints come from a look at a box around
+    the person and land where they do in pose.jpg itself, closer than one pass on the whole photo."""
     from local.apigw import LambdaContext, response_body
 
     photo = Image.open(DATA / "pose.jpg").convert("RGB")

@@ -9,8 +9,8 @@ from PIL import Image
 from conftest import DATA, served_model
 from local import function
 from pose import image
-from pose.model import PoseModel, load_detector_from_env
-from pose.pipeline import Person, estimate_people, oks, oks_nms
+from pose.model import Estimate, PoseModel, load_detector_from_env
+from pose.pipeline import Person, estimate_people, main_person, oks, oks_nms
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +97,40 @@ def test_a_photo_where_the_detector_finds_nobody_still_answers_one_person(pose_m
     found = estimate_people(blank, pose_model, detector)
     assert len(found.people) == 1 and found.people[0].points.shape == (len(pose_model.card.joints), 2)
     assert found.people[0].region is None
+
+
+def test_the_main_person_is_the_detected_one_the_whole_photo_look_matches_not_the_best_scored():
+    near = person([[100, 50], [110, 120], [105, 190]], 0.3, (80.0, 30.0, 140.0, 210.0))
+    other = person([[400, 50], [410, 120], [405, 190]], 0.9, (380.0, 30.0, 440.0, 210.0))
+    look = Estimate(near.points + 4.0, np.array([0.8, 0.7, 0.6]))
+    assert main_person([other, near], look) is near
+    nowhere = Estimate(near.points + [200.0, 0.0], np.array([0.8, 0.7, 0.6]))
+    assert main_person([other, near], nowhere) is None
+    unsure = Estimate(near.points, np.array([0.8, 0.1, 0.1]))  # fewer than 3 joints placed: no look to follow
+    assert main_person([other, near], unsure) is None
+
+
+def test_a_large_person_beside_a_small_one_is_people_0(pose_model, detector):
+    photo = Image.open(DATA / "pose.jpg").convert("RGB")
+    small = photo.resize((photo.width // 3, photo.height // 3), Image.Resampling.LANCZOS)
+    scene = Image.new("RGB", (photo.width + small.width + 40, photo.height), (128, 128, 128))
+    scene.paste(photo, (0, 0))
+    scene.paste(small, (photo.width + 20, 40))
+    people = estimate_people(np.asarray(scene), pose_model, detector).people
+    assert len(people) == 2
+    assert people[0].box[0] < photo.width / 2 < people[0].box[2]  # the large one
+    assert people[1].box[0] > photo.width
+
+
+def test_a_person_the_detector_misses_is_still_answered_as_a_one_person_reply(pose_model, detector, pose_jpg):
+    """A tight crop of pose.jpg cut at the knees and elbows: the detector may find a box or not; the
+    pose model's own look at the photo finds the person, so people[0] is where the person is."""
+    rgb = image.decode(pose_jpg)
+    alone = pose_model.estimate(rgb)
+    sure = alone.scores >= 0.6
+    (x0, y0), (x1, y1) = alone.points[sure].min(axis=0), alone.points[sure].max(axis=0)
+    cut = rgb[int(y0 + 0.2 * (y1 - y0)):int(y1 - 0.2 * (y1 - y0)), int(x0 + 0.15 * (x1 - x0)):int(x1 - 0.15 * (x1 - x0))]
+    people = estimate_people(np.ascontiguousarray(cut), pose_model, detector).people
+    whole = pose_model.estimate(np.ascontiguousarray(cut))
+    placed = whole.scores >= 0.3
+    assert oks(people[0], person(whole.points, 0.0, people[0].box), placed) > 0.5

@@ -23,6 +23,7 @@ from . import card as model_card
 from .card import BoxesSpec, DetectorCard, InputSpec
 from .errors import ModelError
 from .image import Letterbox, to_tensor
+from .model import open_session
 
 RESIZES = ("letterbox", "stretch")
 
@@ -126,6 +127,7 @@ class Detector:
         if card.input.name not in {i.name for i in session.get_inputs()}:
             raise ModelError(f"invalid model card: input '{card.input.name}' is not in the graph")
         self.session, self.card, self.resize = session, card, resize
+        self.sha256: str | None = None  # of the file, when opened by open_detector
         self.output_names = [n for g in card.output.grids for n in (g.scores, g.boxes)]
 
     def run(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
@@ -162,19 +164,11 @@ class Detector:
                                      f"stride {g.stride} on a {spec.width}x{spec.height} input needs (1, {cells}, {width})")
 
 
-def open_detector(path: str | Path, threads: int = 1) -> Detector:
+def open_detector(path: str | Path, threads: int | None = 1, expected_sha256: str | None = None) -> Detector:
     """Open the detector ONNX file with the service's session options, read its card, and warm it up."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises several types for a missing, corrupt or unreadable file
-        raise ModelError(f"detector could not be loaded: {path}: {str(exc).splitlines()[0][:200]}") from None
+    session, sha256 = open_session(Path(path), threads, expected_sha256)
     card = model_card.parse_detector(session.get_modelmeta().custom_metadata_map.get(model_card.CARD_KEY))
     detector = Detector(session, card)
+    detector.sha256 = sha256
     detector.warm_up()
     return detector

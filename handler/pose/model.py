@@ -142,19 +142,22 @@ class PoseModel:
 
     def estimate(self, rgb: np.ndarray, closer_look: bool = True) -> Estimate:
         """One person in the whole photo: (H, W, 3) uint8 RGB -> joints (K, 2) in photo pixels with
-        scores, and stage timings (summed over both passes). With `closer_look`, a person who is
-        small in the photo is looked at again in a box around them (region.py); each joint is then
-        the one of the pass that scored it higher, so a joint the box cut off keeps its first-pass place."""
+        scores, and stage timings (summed over both passes when there was a closer look)."""
         first = self._one(self.look(rgb, [None]))
+        return self.closer_look(rgb, first) if closer_look else first
+
+    def closer_look(self, rgb: np.ndarray, first: Estimate) -> Estimate:
+        """When `first` (a look at the whole photo) found a person who is small in the photo, look
+        again in a box around them (region.py); each joint is then the one of the look that scored
+        it higher, so a joint the box cut off keeps its first place. `first` when there is no box."""
         spec = self.card.input
-        region = person_region(first.points, first.scores, rgb.shape[1], rgb.shape[0], spec.width, spec.height) \
-            if closer_look else None
+        region = person_region(first.points, first.scores, rgb.shape[1], rgb.shape[0], spec.width, spec.height)
         if region is None:
             return first
         second = self._one(self.look(rgb, [region]))
         closer = second.scores >= first.scores
         points = np.where(closer[:, None], second.points, first.points)
-        timings = {k: first.timings_ms[k] + second.timings_ms[k] for k in first.timings_ms}
+        timings = {k: first.timings_ms.get(k, 0.0) + second.timings_ms[k] for k in second.timings_ms}
         return Estimate(points, np.maximum(first.scores, second.scores), timings, region)
 
     @staticmethod
