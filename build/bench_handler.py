@@ -1,6 +1,7 @@
 """End-to-end handler latency per served model, next to its pure inference time.
 
-    python build/bench_handler.py                      # every models/int8/*.int8.onnx; writes out/bench/handler.json
+    python build/bench_handler.py                      # every served pose model (models/int8/*.int8.onnx but the
+                                                       # detector); writes out/bench/handler.json
     python build/bench_handler.py --models models/int8/efficientpose.int8.onnx --runs 10 --threads 2
 
 The handler module holds one model per process (it loads MODEL_PATH when imported), so each model is measured
@@ -111,6 +112,16 @@ def table(results: list[dict]) -> str:
     return "\n".join(rows)
 
 
+def is_detector(path: Path) -> bool:
+    """Whether the ONNX file is a person detector (served beside the pose models, not as one)."""
+    import onnx
+
+    sys.path.insert(0, str(ROOT / "build"))
+    import cards
+
+    return cards.get_card(onnx.load(str(path), load_external_data=False))["output"]["kind"] == "boxes_gfl"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", type=Path, help="served ONNX files (default: models/int8/*.int8.onnx)")
@@ -123,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.child:
         print(json.dumps(child(a.child, a.runs, a.warmup, a.threads)))
         return 0
-    models = a.models or sorted((ROOT / "models" / "int8").glob("*.int8.onnx"))
+    models = a.models or [m for m in sorted((ROOT / "models" / "int8").glob("*.int8.onnx")) if not is_detector(m)]
     if not models:
         print("error: no served models (models/int8/*.int8.onnx)", file=sys.stderr)
         return 2

@@ -14,16 +14,20 @@ Static path:
 2. ``onnxruntime.quantization.quant_pre_process``: symbolic and ONNX shape inference and basic graph
    optimisations (constant folding, Identity removal), so every tensor has a shape.
 3. Calibration (``calibrate``): the model runs on real person photos preprocessed by the service's own
-   code (``pose.image.decode`` + ``prepare`` from the model's card), and onnxruntime's MinMax, Percentile
-   or Entropy calibrator turns the activations into ranges.
+   code (``pose.image.decode`` + ``pose.image.prepare`` from the model's card, or ``pose.detect.prepare``
+   for a person detector), and onnxruntime's MinMax, Percentile or Entropy calibrator turns the
+   activations into ranges. A caller with other inputs in mind passes its own reader (``quantize(...,
+   reader=...)``).
 4. ``quantize_static`` in QDQ format: activations QUInt8 (asymmetric), weights QInt8 per output channel
    (``u8s8``: the fast path of x86-64, VNNI or not), or activations QInt8 too (``s8s8``: onnxruntime's
    recommendation for arm64; on x86-64 it runs about half as fast as u8s8).
 
 What stays FP32: the head convolutions (Conv nodes with no quantized Conv/MatMul/Gemm after them: the
-final 1x1 heatmap conv of Simple Baselines, MoveNet's four output heads, EfficientPose's last conv) and
+final 1x1 heatmap conv of Simple Baselines, MoveNet's four output heads, EfficientPose's last conv,
+NanoDet's three class-and-box convs) and
 every node after them, i.e. a model's in-graph decoding (MoveNet's sigmoid/argmax/gather/coordinate
-arithmetic, EfficientPose's heatmap upscaling); plus whatever ``--exclude-nodes`` / ``--exclude-ops`` /
+arithmetic, EfficientPose's heatmap upscaling); a Pad with an infinite value and the node after it (NanoDet's
+-inf padding before its max pool); plus whatever ``--exclude-nodes`` / ``--exclude-ops`` /
 ``--exclude-last-convs`` name. Before the heads, ``--ops all`` (the default) quantizes every op
 onnxruntime can run in INT8 (Conv, and the Relu/Clip it fuses, Add, Concat, MaxPool, Resize, ...); for the
 bundled models that measured faster and closer to FP32 than Conv and MatMul alone, whose FP32 Clip/Add
@@ -49,6 +53,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -106,11 +111,12 @@ class Config:
 
 
 class PhotoReader(oq.CalibrationDataReader):
-    """Feeds the model its own input tensors, one photo at a time, prepared as the service does."""
+    """Feeds the model its own input tensors, one photo at a time, prepared as the service does (or by
+    ``prepare``, see photos.Prepare)."""
 
-    def __init__(self, paths: list[Path], card: dict):
+    def __init__(self, paths: list[Path], card: dict, prepare: photos.Prepare | None = None):
         self.input_name = card["input"]["name"]
-        self.tensors = photos.prepare_all(paths, card)
+        self.tensors = photos.prepare_all(paths, card, prepare)
         self._i, self._end = 0, len(self.tensors)
 
     def get_next(self) -> dict | None:
@@ -160,6 +166,16 @@ def after_heads(model: onnx.ModelProto, heads: list[str]) -> list[str]:
     return tail
 
 
+def infinite_pads(model: onnx.ModelProto) -> list[str]:
+    """Names of the Pad nodes that pad with an infinite value (TensorFlow's -inf before a max pool, as in
+    NanoDet) and of the nodes that read their output: no INT8 scale can hold that tensor's range."""
+    inits = {t.name: t for t in model.graph.initializer}
+    pads = [n for n in model.graph.node if n.op_type == "Pad" and len(n.input) > 2 and n.input[2] in inits
+            and not np.isfinite(onnx.numpy_helper.to_array(inits[n.input[2]])).all()]
+    padded = {t for n in pads for t in n.output}
+    return [n.name for n in pads] + [n.name for n in model.graph.node if padded & set(n.input)]
+
+
 def last_convs(model: onnx.ModelProto, n: int) -> list[str]:
     convs = [node.name for node in model.graph.node if node.op_type == "Conv"]
     return convs[-n:] if n > 0 else []
@@ -178,6 +194,7 @@ def kept_fp32(model: onnx.ModelProto, cfg: Config) -> dict[str, list[str]]:
         "last_convs": last_convs(model, cfg.exclude_last_convs),
         # a ConvTranspose the rewrite could not convert has no integer kernel: QDQ would only add a dequantize
         "conv_transpose": [n.name for n in model.graph.node if n.op_type == "ConvTranspose"],
+        "infinite_pad": infinite_pads(model),
         "heads": [], "after_heads": [],
     }
     if cfg.keep_head:
@@ -255,7 +272,11 @@ def calibrate(model_path: Path, reader: PhotoReader, cfg: Config, workdir: Path)
     return ranges
 
 
-def quantize_static(src: str | Path, dst: str | Path, cfg: Config) -> dict:
+# (calibration photos, the model's card) -> the reader that feeds them to the calibrator
+ReaderFactory = Callable[[list[Path], dict], PhotoReader]
+
+
+def quantize_static(src: str | Path, dst: str | Path, cfg: Config, reader: ReaderFactory = PhotoReader) -> dict:
     src, dst = Path(src), Path(dst)
     model = onnx.load(str(src))
     card = cards.get_card(model)
@@ -278,9 +299,9 @@ def quantize_static(src: str | Path, dst: str | Path, cfg: Config) -> dict:
             oq.quant_pre_process(str(stage), str(pre))
             stage = pre
         kept = kept_fp32(onnx.load(str(stage), load_external_data=False), cfg)
-        reader = PhotoReader(paths, card)
+        feed = reader(paths, card)
         cache = tmp / "ranges.json"
-        oq_calibrate.save_tensors_data(calibrate(stage, reader, cfg, tmp), cache)
+        oq_calibrate.save_tensors_data(calibrate(stage, feed, cfg, tmp), cache)
         oq.quantize_static(
             str(stage), str(dst), None,
             calibration_cache_path=str(cache),
@@ -294,13 +315,14 @@ def quantize_static(src: str | Path, dst: str | Path, cfg: Config) -> dict:
             calibrate_method=METHODS[cfg.method],
         )
     seconds = time.perf_counter() - t0
+    prep = photos.preprocess_for(card)
     calibration = {
         "format": "QDQ",
         "activations": act_type.name, "weights": weight_type.name + (" per-channel" if cfg.per_channel else ""),
         "reduce_range": cfg.reduce_range,
         "method": METHODS[cfg.method].name + (f" {cfg.percentile}" if cfg.method == "percentile" else ""),
         "images": len(paths), "image_sources": sources,
-        "preprocessing": "pose.image.decode + pose.image.prepare (the service's letterbox and scaling)",
+        "preprocessing": f"pose.image.decode + {prep.__module__}.{prep.__name__} (the service's letterbox and scaling)",
         "op_types": cfg.ops or "all",
         "fp32_nodes": {k: v for k, v in kept.items() if v and k != "after_heads"},
         "fp32_nodes_after_heads": len(kept["after_heads"]),
@@ -343,10 +365,13 @@ def _write_card(path: Path, card: dict) -> None:
     onnx.save(model, str(path))
 
 
-def quantize(src: str | Path, dst: str | Path, cfg: Config | None = None) -> dict:
+def quantize(src: str | Path, dst: str | Path, cfg: Config | None = None, reader: ReaderFactory = PhotoReader) -> dict:
+    """Quantize src into dst as cfg says; ``reader`` makes the calibration reader (static mode only)."""
     cfg = cfg or Config()
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
-    return (quantize_dynamic if cfg.mode == "dynamic" else quantize_static)(src, dst, cfg)
+    if cfg.mode == "dynamic":
+        return quantize_dynamic(src, dst, cfg)
+    return quantize_static(src, dst, cfg, reader)
 
 
 # --- checking a result -----------------------------------------------------------------------------------

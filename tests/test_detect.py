@@ -1,0 +1,254 @@
+"""The person detector: its card, the decoding of its outputs (synthetic, exact), NMS, the way back to
+photo pixels, and the bundled NanoDet on real photos (and, with ../shared, its person box AP)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pose import card as model_card
+from pose import detect
+from pose.errors import ModelError
+from pose.image import decode
+
+from conftest import DATA, EVAL, ROOT
+
+FP32 = ROOT / "models" / "nanodet.onnx"
+SHIPPED = ROOT / "models" / "int8" / "nanodet.int8.onnx"
+# Measured with build/evaluate_detector.py: 39.8 (FP32) and 40.1 (the shipped INT8); the floor leaves room
+# for onnxruntime versions and machines, not for a broken decoder (stretching alone costs 5 points).
+AP_FLOOR = 35.0
+
+CARD = {
+    "schema": 1, "name": "t", "version": "1", "source": "test", "license": "MIT", "quantization": "fp32",
+    "input": {"name": "in", "height": 32, "width": 48, "layout": "NCHW", "dtype": "float32", "color": "BGR",
+              "scaling": {"kind": "raw"}},
+    "output": {"kind": "boxes_gfl", "grids": [{"scores": "s8", "boxes": "b8", "stride": 8},
+                                              {"scores": "s16", "boxes": "b16", "stride": 16}],
+               "bins": 11, "classes": 2, "class": 0, "class_name": "person"},
+    "score_threshold": 0.4, "nms_iou": 0.6,
+}
+
+
+def card(**changes) -> model_card.DetectorCard:
+    d = copy.deepcopy(CARD)
+    for key, value in changes.items():
+        target, *path = key.split("__")
+        if path:
+            d[target][path[0]] = value
+        else:
+            d[target] = value
+    return model_card.parse_detector(json.dumps(d))
+
+
+def blank_outputs(c: model_card.DetectorCard) -> dict[str, np.ndarray]:
+    """All-zero outputs of the right shapes for the card's 48x32 input."""
+    out = {}
+    for g in c.output.grids:
+        cells = -(-48 // g.stride) * -(-32 // g.stride)
+        out[g.scores] = np.zeros((1, cells, c.output.classes), np.float32)
+        out[g.boxes] = np.zeros((1, cells, 4 * c.output.bins), np.float32)
+    return out
+
+
+def one_hot_sides(bins: int, sides: tuple[int, int, int, int]) -> np.ndarray:
+    """Box logits whose softmax puts all weight on the given bin of each side (left, top, right, bottom)."""
+    logits = np.full((4, bins), -60.0, np.float32)
+    logits[np.arange(4), sides] = 60.0
+    return logits.reshape(-1)
+
+
+# --- decoding, exact on synthetic outputs -------------------------------------------------------------
+
+
+def test_a_hot_cell_decodes_to_its_exact_box():
+    c = card()
+    out = blank_outputs(c)
+    # stride 8 on a 48-wide input: 6 cells a row; cell 8 is column 2, row 1: centre (20, 12) in pixel-edge units
+    out["s8"][0, 8, 0] = 0.9
+    out["b8"][0, 8] = one_hot_sides(11, (2, 1, 3, 0))
+    boxes, scores = detect.decode(c.output, out, 48, 32, 0.4)
+    assert scores.tolist() == [pytest.approx(0.9)]
+    # left 2 strides, top 1, right 3, bottom 0 -> edges (4, 4, 44, 12), then half a pixel to centre units
+    np.testing.assert_allclose(boxes, [[3.5, 3.5, 43.5, 11.5]], atol=1e-9)
+
+
+def test_cells_of_the_coarser_grid_use_its_stride_and_row_width():
+    c = card()
+    out = blank_outputs(c)
+    out["s16"][0, 4, 0] = 0.7  # 3 cells a row: column 1, row 1, centre (24, 24)
+    out["b16"][0, 4] = one_hot_sides(11, (1, 1, 1, 1))
+    boxes, _ = detect.decode(c.output, out, 48, 32, 0.4)
+    np.testing.assert_allclose(boxes, [[7.5, 7.5, 39.5, 39.5]], atol=1e-9)
+
+
+def test_only_the_cards_class_above_the_threshold_is_decoded():
+    c = card()
+    out = blank_outputs(c)
+    out["s8"][0, 3, 1] = 0.99  # another class
+    out["s8"][0, 5, 0] = 0.39  # just below
+    out["s8"][0, 7, 0] = 0.41
+    boxes, scores = detect.decode(c.output, out, 48, 32, 0.4)
+    assert len(boxes) == 1 and scores[0] == pytest.approx(0.41)
+
+
+def test_side_distance_is_the_softmax_expectation_not_the_argmax():
+    logits = np.full(11, -60.0)
+    logits[[2, 4]] = 5.0  # two equal bins: halfway between them
+    assert detect.softmax_expectation(logits) == pytest.approx(3.0)
+    assert detect.softmax_expectation(np.zeros(11)) == pytest.approx(5.0)  # uniform: the middle
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 4, 11)) * 3
+    p = np.exp(x) / np.exp(x).sum(-1, keepdims=True)
+    np.testing.assert_allclose(detect.softmax_expectation(x), (p * np.arange(11)).sum(-1), rtol=1e-12)
+
+
+# --- NMS -------------------------------------------------------------------------------------------
+
+
+def test_iou_of_hand_made_boxes():
+    a = np.array([[0, 0, 10, 10], [0, 0, 10, 10]], float)
+    b = np.array([[5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 10, 10]], float)
+    np.testing.assert_allclose(detect.iou_matrix(a, b), [[50 / 150, 0, 1], [50 / 150, 0, 1]])
+
+
+def test_nms_drops_overlapping_lower_scores_and_keeps_the_rest_best_first():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [21, 20, 31, 30]], float)
+    scores = np.array([0.9, 0.8, 0.7, 0.95])
+    # box 1 overlaps box 0 by 81/119 = 0.68; box 2 overlaps box 3 by 90/110 = 0.82
+    assert detect.nms(boxes, scores, 0.6, 20).tolist() == [3, 0]
+    assert detect.nms(boxes, scores, 0.7, 20).tolist() == [3, 0, 1]
+    assert detect.nms(boxes, scores, 0.9, 20).tolist() == [3, 0, 1, 2]
+    assert detect.nms(boxes, scores, 0.6, 1).tolist() == [3]
+    assert detect.nms(np.zeros((0, 4)), np.zeros(0), 0.6, 20).tolist() == []
+
+
+# --- back to photo pixels --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("resize", detect.RESIZES)
+def test_boxes_map_back_to_photo_pixels(resize):
+    spec = card().input  # 48 x 32
+    transform = detect.transform_for(200, 50, spec, resize)
+    photo_boxes = np.array([[10.0, 5.0, 120.0, 40.0], [-0.5, -0.5, 199.5, 49.5]])
+    in_input = transform.forward(photo_boxes.reshape(-1, 2)).reshape(-1, 4)
+    np.testing.assert_allclose(detect.to_photo(in_input, transform), photo_boxes, atol=1e-9)
+
+
+def test_whole_canvas_box_maps_to_the_whole_photo_stretched_and_clipped_to_it_letterboxed():
+    spec = card().input
+    canvas = np.array([[-0.5, -0.5, 47.5, 31.5]])
+    for resize in detect.RESIZES:  # the letterbox pads above and below a wide photo: clipped away
+        transform = detect.transform_for(200, 50, spec, resize)
+        np.testing.assert_allclose(detect.to_photo(canvas, transform), [[-0.5, -0.5, 199.5, 49.5]], atol=1e-9)
+
+
+# --- the card --------------------------------------------------------------------------------------
+
+
+def test_detector_card_parses_into_its_grids():
+    c = card()
+    assert [(g.scores, g.boxes, g.stride) for g in c.output.grids] == [("s8", "b8", 8), ("s16", "b16", 16)]
+    assert (c.output.bins, c.output.classes, c.output.class_index, c.output.class_name) == (11, 2, 0, "person")
+    assert (c.score_threshold, c.nms_iou) == (0.4, 0.6)
+    assert isinstance(model_card.parse_any(c.to_json()), model_card.DetectorCard)
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"output__kind": "boxes_yolo"}, "output.kind"),
+    ({"output__grids": []}, "output.grids"),
+    ({"output__grids": [{"scores": "s8", "stride": 8}]}, "'scores' and 'boxes'"),
+    ({"output__grids": [{"scores": "s8", "boxes": "b8", "stride": 0}]}, "stride"),
+    ({"output__grids": [{"scores": "a", "boxes": "a", "stride": 8}]}, "each output once"),
+    ({"output__class": 2}, "output.class"),
+    ({"output__bins": 0}, "output.bins"),
+    ({"output__class_name": ""}, "class_name"),
+    ({"score_threshold": 1.5}, "score_threshold"),
+    ({"nms_iou": None}, "nms_iou"),
+    ({"input__color": "RGBA"}, "input.color"),
+    ({"schema": 2}, "schema"),
+])
+def test_bad_detector_cards_are_refused_naming_the_field(changes, message):
+    with pytest.raises(ModelError, match="invalid model card") as e:
+        card(**changes)
+    assert message in str(e.value)
+
+
+def test_a_pose_card_is_not_a_detector_card_and_vice_versa():
+    pose = {**{k: v for k, v in CARD.items() if k not in ("output", "score_threshold", "nms_iou")},
+            "output": {"kind": "keypoints", "name": "o", "encoding": "yx_score_normalized"},
+            "joints": ["a", "b"], "sides": ["center", "center"], "skeleton": [[0, 1]], "threshold": 0.5}
+    model_card.parse(json.dumps(pose))
+    with pytest.raises(ModelError, match="pose model's card"):
+        model_card.parse_detector(json.dumps(pose))
+    with pytest.raises(ModelError, match="person detector's card"):
+        model_card.parse(json.dumps(CARD))
+
+
+# --- the bundled detector --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=[FP32, SHIPPED], ids=["fp32", "shipped"])
+def detector(request) -> detect.Detector:
+    assert request.param.is_file(), f"{request.param} is missing: see models/MODELS.md"
+    return detect.open_detector(request.param, threads=1)
+
+
+def test_bundled_detector_card_matches_its_graph(detector):
+    c = detector.card
+    assert (c.input.width, c.input.height, c.input.layout, c.input.color) == (416, 416, "NCHW", "BGR")
+    assert [g.stride for g in c.output.grids] == [8, 16, 32]
+    assert c.output.class_name == "person" and c.license == "Apache-2.0"
+    shapes = {o.name: o.shape for o in detector.session.get_outputs()}
+    for g in c.output.grids:
+        assert shapes[g.scores] == [1, (416 // g.stride) ** 2, 80]
+        assert shapes[g.boxes] == [1, (416 // g.stride) ** 2, 44]
+
+
+def test_finds_the_three_astronauts_in_pilots_jpg(detector):
+    rgb = decode((DATA / "Pilots.jpg").read_bytes())  # 600 x 471: three men side by side, shoulders to knees
+    found = detector(rgb)
+    assert len(found) >= 3, found.scores
+    assert np.all(np.diff(found.scores) <= 0)
+    top = found.boxes[:3]
+    centres = np.sort((top[:, 0] + top[:, 2]) / 2)
+    assert centres[0] < 200 and 220 < centres[1] < 380 and centres[2] > 400, top
+    assert np.all(top[:, 3] - top[:, 1] > 250), top  # each a person-sized box, not a face or a badge
+    assert set(found.timings_ms) == {"preprocess", "inference", "postprocess"}
+
+
+def test_finds_the_one_person_in_pose_jpg_and_covers_him(detector):
+    rgb = decode((DATA / "pose.jpg").read_bytes())  # 1000 x 667: one man, arms stretched out
+    found = detector(rgb)
+    assert len(found) == 1, (found.boxes, found.scores)
+    # his extent by eye: left hand x 245, right hand x 755, hair y 240, feet y 640
+    iou = detect.iou_matrix(found.boxes, np.array([[245.0, 240.0, 755.0, 640.0]]))[0, 0]
+    assert iou > 0.85, found.boxes
+
+
+def test_card_that_does_not_fit_the_graph_fails_at_warm_up(detector):
+    d = json.loads(detector.card.to_json())
+    d["output"]["grids"][0]["stride"], d["output"]["grids"][1]["stride"] = 16, 8  # swapped
+    with pytest.raises(ModelError, match="has shape"):
+        detect.Detector(detector.session, model_card.parse_detector(json.dumps(d))).warm_up()
+    d["output"]["grids"][0]["scores"] = "nope:0"
+    with pytest.raises(ModelError, match="not in the graph"):
+        detect.Detector(detector.session, model_card.parse_detector(json.dumps(d)))
+
+
+# --- accuracy on the shared eval set ---------------------------------------------------------------
+
+
+def test_shipped_detector_person_box_ap_on_coco_multi():
+    if not (EVAL / "coco_multi.json").is_file():
+        pytest.skip(f"the eval set is absent ({EVAL}): clone the project with ../shared beside it to run this test")
+    from build import evaluate_detector
+
+    gt = evaluate_detector.load_gt()
+    results = evaluate_detector.box_results(detect.open_detector(SHIPPED, threads=1), gt)
+    ap = evaluate_detector.box_ap(gt, results)
+    assert ap["AP"] > AP_FLOOR, ap
