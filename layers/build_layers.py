@@ -16,7 +16,7 @@ Usage::
 
     python layers/build_layers.py                  # build all, measure, check
     python layers/build_layers.py --skip-build     # measure what is already built
-    python layers/build_layers.py --model-dir models/int8 --models movenet-thunder
+    python layers/build_layers.py --model-dir models/int8 --models movenet-thunder --detectors nanodet
     python layers/build_layers.py --no-model       # deps + function; reserve MODEL_BUDGET
     python layers/build_layers.py --pyc-python python3.12   # precompile the deps layer
 
@@ -147,12 +147,15 @@ def build_deps(artifacts_dir: Path = DEPS_BUILD, pyc_python: str | None = None) 
     return artifacts_dir / "python"
 
 
-def build_model(artifacts_dir: Path = MODEL_BUILD, model_dir: Path | None = None, models: str | None = None) -> Path:
+def build_model(artifacts_dir: Path = MODEL_BUILD, model_dir: Path | None = None, models: str | None = None,
+                detectors: str | None = None) -> Path:
     variables = {}
     if model_dir is not None:
         variables["MODEL_DIR"] = str(model_dir.resolve())
     if models is not None:
         variables["MODELS"] = models
+    if detectors is not None:
+        variables["DETECTORS"] = detectors
     make(LAYERS / "model", MODEL_TARGET, artifacts_dir, **variables)
     return artifacts_dir / "model"
 
@@ -168,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-model", action="store_true", help=f"leave out the model layer; reserve {MODEL_BUDGET:,d} B")
     ap.add_argument("--model-dir", type=Path, help="where the *.int8.onnx files are (default: layers/model/Makefile's)")
     ap.add_argument("--models", help="space-separated model names (default: layers/model/Makefile's MODELS)")
+    ap.add_argument("--detectors", help="space-separated detector names (default: layers/model/Makefile's DETECTORS)")
     ap.add_argument(
         "--pyc-python",
         default=os.environ.get("PYC_PYTHON") or None,
@@ -188,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
                 function = build_function(Path(tmp))
             else:
                 deps = build_deps(pyc_python=args.pyc_python)
-                model = None if args.no_model else build_model(model_dir=args.model_dir, models=args.models)
+                model = None if args.no_model else build_model(model_dir=args.model_dir, models=args.models,
+                                                               detectors=args.detectors)
                 function = build_function(Path(tmp))
         except subprocess.CalledProcessError as e:
             print(f"build failed: {e}", file=sys.stderr)

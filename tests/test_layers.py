@@ -23,6 +23,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = ROOT / "handler" / "requirements.txt"
 MODEL_NAMES = ("movenet-thunder", "efficientpose")
+DETECTOR_NAMES = ("nanodet",)
+SHIPPED = MODEL_NAMES + DETECTOR_NAMES  # every file of the model layer
 AL2023_GLIBC = (2, 34)
 # Build-time tools and what the runtime already has: none of them may ship in the layer.
 FORBIDDEN = {
@@ -106,11 +108,11 @@ def test_recipes_refuse_to_run_without_artifacts_dir():
 def test_model_recipe_copies_the_named_models(tmp_path):
     src = tmp_path / "int8"
     src.mkdir()
-    for name in MODEL_NAMES:
+    for name in SHIPPED:
         (src / f"{name}.int8.onnx").write_bytes(name.encode())
     (src / "scratch.fp32.onnx").write_bytes(b"not shipped")
     model = bl.build_model(tmp_path / "artifacts", model_dir=src)
-    assert sorted(p.name for p in model.iterdir()) == sorted(f"{n}.int8.onnx" for n in MODEL_NAMES)
+    assert sorted(p.name for p in model.iterdir()) == sorted(f"{n}.int8.onnx" for n in SHIPPED)
     assert (model / "efficientpose.int8.onnx").read_bytes() == b"efficientpose"
 
 
@@ -124,8 +126,10 @@ def test_model_recipe_fails_when_a_model_is_missing(tmp_path):
     )
     assert r.returncode != 0
     assert "missing model" in r.stderr and "efficientpose.int8.onnx" in r.stderr
-    # ... and MODELS narrows what is shipped.
-    model = bl.build_model(tmp_path / "b", model_dir=src, models="movenet-thunder")
+    # ... and MODELS narrows what is shipped; the detector is required too, unless DETECTORS is emptied.
+    with pytest.raises(subprocess.CalledProcessError):
+        bl.build_model(tmp_path / "b", model_dir=src, models="movenet-thunder")
+    model = bl.build_model(tmp_path / "c", model_dir=src, models="movenet-thunder", detectors="")
     assert [p.name for p in model.iterdir()] == ["movenet-thunder.int8.onnx"]
 
 
@@ -205,7 +209,7 @@ def test_function_and_layers_fit_lambda(deps_layer, function_code):
     With the models built (models/int8, `make model`) they are counted as they are; without,
     the dependency layer must leave MODEL_BUDGET (64 MiB) for them.
     """
-    models = [ROOT / "models" / "int8" / f"{n}.int8.onnx" for n in MODEL_NAMES]
+    models = [ROOT / "models" / "int8" / f"{n}.int8.onnx" for n in SHIPPED]
     parts = [
         bl.Part("function code", function_code, bl.tree_size(function_code), where="handler/"),
         bl.Part("deps layer", deps_layer, bl.tree_size(deps_layer)),
@@ -331,7 +335,7 @@ def test_sam_build_needs_no_docker_and_no_python312(tmp_path):
     sam = Path(sys.executable).with_name("sam")
     models = tmp_path / "int8"
     models.mkdir()
-    for name in MODEL_NAMES:
+    for name in SHIPPED:
         (models / f"{name}.int8.onnx").write_bytes(b"stand-in")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") or k == "AWS_CA_BUNDLE"}
     env.update(SAM_CLI_TELEMETRY="0", MODEL_DIR=str(models), PIP_PYTHON=sys.executable, DOCKER_HOST="unix:///nonexistent.sock")
@@ -344,4 +348,4 @@ def test_sam_build_needs_no_docker_and_no_python312(tmp_path):
     assert (build / "template.yaml").is_file()
     assert (build / "PoseFunction" / "app.py").is_file()
     assert (build / "DepsLayer" / "python" / "onnxruntime").is_dir()
-    assert sorted(p.name for p in (build / "ModelLayer" / "model").iterdir()) == sorted(f"{n}.int8.onnx" for n in MODEL_NAMES)
+    assert sorted(p.name for p in (build / "ModelLayer" / "model").iterdir()) == sorted(f"{n}.int8.onnx" for n in SHIPPED)
