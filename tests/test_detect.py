@@ -4,6 +4,7 @@ photo pixels, and the bundled NanoDet on real photos (and, with ../shared, its p
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from pathlib import Path
 
@@ -228,6 +229,10 @@ def test_finds_the_one_person_in_pose_jpg_and_covers_him(detector):
     # his extent by eye: left hand x 245, right hand x 755, hair y 240, feet y 640
     iou = detect.iou_matrix(found.boxes, np.array([[245.0, 240.0, 755.0, 640.0]]))[0, 0]
     assert iou > 0.85, found.boxes
+
+
+def test_open_detector_records_the_files_sha256():
+    assert detect.open_detector(SHIPPED).sha256 == hashlib.sha256(SHIPPED.read_bytes()).hexdigest()
 
 
 def test_card_that_does_not_fit_the_graph_fails_at_warm_up(detector):
