@@ -231,6 +231,13 @@ def test_finds_the_one_person_in_pose_jpg_and_covers_him(detector):
     assert iou > 0.85, found.boxes
 
 
+def test_every_cell_above_a_zero_threshold_still_gives_at_most_max_detections(detector):
+    """All 3549 cells pass: only the best MAX_CANDIDATES reach NMS (its IoU matrix is their square)."""
+    found = detector(decode((DATA / "Pilots.jpg").read_bytes()), score_threshold=0.0, max_detections=50)
+    assert len(found) == 50 and np.all(np.diff(found.scores) <= 0)
+    assert found.scores[0] > 0.5
+
+
 def test_open_detector_records_the_files_sha256():
     assert detect.open_detector(SHIPPED).sha256 == hashlib.sha256(SHIPPED.read_bytes()).hexdigest()
 

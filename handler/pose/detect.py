@@ -26,6 +26,7 @@ from .image import Letterbox, to_tensor
 from .model import open_session
 
 RESIZES = ("letterbox", "stretch")
+MAX_CANDIDATES = 1000  # best-scored cells that go into NMS (its IoU matrix is candidates squared)
 
 
 @dataclass
@@ -145,6 +146,8 @@ class Detector:
         outputs = self.run(tensor)
         t2 = time.perf_counter()
         boxes, scores = decode(self.card.output, outputs, spec.width, spec.height, threshold)
+        best = np.argsort(-scores, kind="stable")[:MAX_CANDIDATES]
+        boxes, scores = boxes[best], scores[best]
         keep = nms(boxes, scores, iou, max_detections)
         result = Detections(to_photo(boxes[keep], transform), scores[keep])
         t3 = time.perf_counter()
