@@ -563,8 +563,9 @@ def test_an_internal_error_is_a_500_with_a_request_id_the_logs_can_be_searched_b
     def explode(*_args, **_kw):
         raise RuntimeError(f"boom {MARKER} at /var/task/pose/model.py line 1")
 
-    if where == "estimate":
+    if where == "estimate":  # the pose run: on the detector's crops (look) or on the whole photo (estimate)
         monkeypatch.setattr(app.MODEL, "estimate", explode)
+        monkeypatch.setattr(app.MODEL, "look", explode)
     else:
         monkeypatch.setattr(app.image, "decode", explode)
     context = LambdaContext()
