@@ -28,7 +28,7 @@ def detector_path() -> Path:
 def load():
     """The handler module `app`, imported once per process."""
     os.environ.setdefault("MODEL_PATH", str(model_path()))
-    os.environ.setdefault("DETECTOR_PATH", str(detector_path()) if detector_path().is_file() else "none")
+    os.environ.setdefault("DETECTOR_PATH", str(detector_path()))
     os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "pose")
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
