@@ -22,7 +22,7 @@ help:
 	@echo "make invoke   run the function on one event (EVENT=events/....json)"
 	@echo "make layers   build the dependency and model layers and check the 250 MB limit"
 	@echo "make events   regenerate the sample events in events/"
-	@echo "make report   every model x variant measured side by side -> docs/report.md (QUICK=1)"
+	@echo "make report   every model x variant measured side by side -> docs/report.md, docs/people.md (QUICK=1)"
 	@echo "make bench    Simple Baselines variants, and the handler end to end per served model"
 	@echo "make model    rebuild models/int8/*.int8.onnx from models/*.onnx (ONLY=name, CHECK=1)"
 	@echo "make export   Simple Baselines -> ONNX -> INT8 in out/models (SB_CKPT=checkpoint, SB_ARCH, SB_DATASET)"
@@ -86,11 +86,13 @@ export: $(VENV)/.installed
 # Every model x variant: size, latency, cold start, memory, accuracy -> docs/report.md (QUICK=1: smoke test).
 report: $(VENV)/.installed
 	$(PY) build/report.py $(if $(QUICK),--quick)
+	$(PY) build/report_people.py $(if $(QUICK),--quick)
 
 # Simple Baselines variants side by side, and the handler end to end per served model.
 bench: $(VENV)/.installed
 	$(PY) build/bench_models.py --json out/bench/simple-baselines.json
 	$(PY) build/bench_handler.py --json out/bench/handler.json
+	$(PY) build/bench_people.py --json out/bench/people.json
 
 clean:
 	rm -rf out layers/*/build .aws-sam

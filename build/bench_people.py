@@ -58,19 +58,12 @@ def photos() -> dict[str, Path]:
     return found
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=15)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=int(os.getenv("MODEL_THREADS", "1")))
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args(argv)
-
-    pose = PoseModel(function.model_path(), threads=args.threads)
-    one_run_each = PoseModel(function.model_path(), threads=args.threads)
+def measure(runs: int = 15, warmup: int = 2, threads: int = 1) -> dict:
+    """Median ms and people found per photo and way, the ways alternating round by round."""
+    pose = PoseModel(function.model_path(), threads=threads)
+    one_run_each = PoseModel(function.model_path(), threads=threads)
     one_run_each.batched = False  # the same graph, run once per person
-    detector = load_detector_from_env({"DETECTOR_PATH": str(function.detector_path()),
-                                       "MODEL_THREADS": str(args.threads)})
+    detector = load_detector_from_env({"DETECTOR_PATH": str(function.detector_path()), "MODEL_THREADS": str(threads)})
     setups = {"one person": (pose, None), "every person, batched": (pose, detector),
               "every person, a run per person": (one_run_each, detector)}
     models = {"model": {"name": pose.card.name}, "detector": {"name": detector.card.name}}
@@ -88,28 +81,47 @@ def main(argv: list[str] | None = None) -> int:
         data = path.read_bytes()
         times: dict[str, list[float]] = {w: [] for w in WAYS}
         people: dict[str, int] = {}
-        for r in range(args.warmup + args.runs):
+        for r in range(warmup + runs):
             for way in WAYS[r % 3:] + WAYS[:r % 3]:
                 ms, people[way] = serve(data, way)
-                if r >= args.warmup:
+                if r >= warmup:
                     times[way].append(ms)
         table[label] = {w: {"median_ms": round(statistics.median(times[w]), 2), "people": people[w]} for w in WAYS}
+    return {"threads": threads, "runs": runs, "batched_graph": pose.batched,
+            "model": f"{pose.card.name} {pose.card.quantization}",
+            "detector": f"{detector.card.name} {detector.card.quantization}", "photos": table}
 
-    base = table["pose.jpg (1 person)"]
-    print(f"POST /pose without the image, {args.threads} thread(s), median of {args.runs} rounds "
-          f"({pose.card.name} {pose.card.quantization}, {detector.card.name} {detector.card.quantization})")
-    print(f"| photo | {' | '.join(WAYS)} | batched vs a run per person | vs pose.jpg, every person |")
-    print("|---|" + "---|" * (len(WAYS) + 2))
-    for label, row in table.items():
-        cells = [f"{row[w]['median_ms']:.1f} ms ({row[w]['people']})" for w in WAYS]
-        batched, each = row[WAYS[1]]["median_ms"], row[WAYS[2]]["median_ms"]
-        print(f"| {label} | {' | '.join(cells)} | {each / batched:.2f}x faster | "
-              f"{batched / base[WAYS[1]]['median_ms']:.2f}x |")
-    one, every = base[WAYS[0]]["median_ms"], base[WAYS[1]]["median_ms"]
-    print(f"pose.jpg: every person (detector included) costs {every / one:.2f}x one person")
+
+def markdown(r: dict) -> str:
+    """The measured table and its ratios."""
+    lines = [f"POST /pose without the image, {r['threads']} thread(s), median of {r['runs']} rounds "
+             f"({r['model']}, {r['detector']}; pose graph batched: {r['batched_graph']}). "
+             "Cells: ms (people found).", "",
+             f"| photo | {' | '.join(WAYS)} | a run per person / batched | every person vs one person |",
+             "|---|" + "---|" * (len(WAYS) + 2)]
+    for label, row in r["photos"].items():
+        cells = [f"{row[w]['median_ms']:.1f} ({row[w]['people']})" for w in WAYS]
+        one, batched, each = (row[w]["median_ms"] for w in WAYS)
+        lines.append(f"| {label} | {' | '.join(cells)} | {each / batched:.2f} | {batched / one:.2f}x |")
+    rows = list(r["photos"].values())
+    base = rows[0][WAYS[1]]["median_ms"]
+    lines += ["", "Every person, batched, against pose.jpg (one person): " + ", ".join(
+        f"{label} {row[WAYS[1]]['median_ms'] / base:.2f}x" for label, row in r["photos"].items())]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=int(os.getenv("MODEL_THREADS", "1")))
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    result = measure(args.runs, args.warmup, args.threads)
+    print(markdown(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"threads": args.threads, "runs": args.runs, "photos": table}, indent=1))
+        args.json.write_text(json.dumps(result, indent=1))
     return 0
 
 
