@@ -101,8 +101,9 @@ def test_static_int8_agrees_with_fp32_on_a_real_photo(sb_fp32, sb_int8):
 
     Random-init weights: a deep random network amplifies INT8 rounding far more than a trained one (see
     simple_baselines.randomize); such a network reaches 50-60% of the joints within 2% and a heatmap
-    correlation of 0.96 here, against about 1% and 0 for a broken graph. The bar sits below that with a
-    margin for other CPUs' integer kernels; accuracy with real weights is for `make report`.
+    correlation of 0.96 on one machine and 0.88 / 0.93 on another (other CPUs, other integer kernels),
+    against about 1% and 0 for a broken graph. The bar sits below both; accuracy with real weights is
+    for `make report`.
     """
     card = cards.get_card(onnx.load(str(sb_fp32), load_external_data=False))
     inputs = photos.prepare_all(PHOTOS[:2], card)
@@ -114,7 +115,7 @@ def test_static_int8_agrees_with_fp32_on_a_real_photo(sb_fp32, sb_int8):
     assert a["joints_within_2pct"] >= 0.35, a
     cos = [np.dot(r.ravel() - r.mean(), g.ravel() - g.mean()) / np.linalg.norm(r - r.mean()) / np.linalg.norm(g - g.mean())
            for r, g in zip(ref, got)]
-    assert min(cos) > 0.9, cos
+    assert min(cos) > 0.75, cos
 
 
 def test_card_survives_rewrite_and_quantization_and_the_service_loads_the_model(sb_fp32, sb_int8):
