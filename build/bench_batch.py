@@ -6,7 +6,7 @@ batch of P person crops in one run against P runs of one crop.
     python build/bench_batch.py --old movenet-thunder=/tmp/movenet-thunder.fixed.onnx
 
 Sessions are the service's own (``pose.model.PoseModel(path, threads)``: graph optimisation ALL, one intra-op
-thread by default, no spinning). Inputs are real crops of the photos in tests/data prepared by the service's
+thread by default, no spinning), each case one ``session.run`` call per run. Inputs are real crops of the photos in tests/data prepared by the service's
 code (``pose.image.prepare`` through build/photos.py), all different. Each round runs every case once, in an
 order that rotates from round to round, so the machine's drift hits all cases alike:
 
@@ -82,14 +82,20 @@ def old_from_git(path: Path, workdir: Path) -> tuple[Path, str] | None:
     return None
 
 
+def one_run(model: PoseModel):
+    """The model's session.run on a whole batch (PoseModel.run would split a batch for a fixed-batch graph)."""
+    outputs, name = [model.card.output.name], model.card.input.name
+    return lambda tensor: model.session.run(outputs, {name: tensor})[0]
+
+
 def measure(path: Path, old: Path | None, sizes: list[int], runs: int, warmup: int, threads: int) -> dict:
     new = PoseModel(path, threads=threads)
     card = json.loads(new.card.to_json())
     tensors = crops(card, max(sizes + [1]))
-    run = new.run
+    run = one_run(new)
     cases = {}
     if old is not None:
-        old_run = PoseModel(old, threads=threads).run
+        old_run = one_run(PoseModel(old, threads=threads))
         cases["fixed, P=1"] = lambda: old_run(tensors[0])
         cases["dynamic, P=1"] = lambda: run(tensors[0])
     batches = {p: np.concatenate(tensors[:p]) for p in sizes}
