@@ -624,6 +624,12 @@ def make_batch_dynamic(model: onnx.ModelProto, dim: str = DIM) -> Report:
     return _Rewriter(model, dim).run()
 
 
+def is_pose_model(card: dict) -> bool:
+    """A pose model's card (its output: heatmaps or keypoints), not a detector's: only pose models get a dynamic
+    batch (the detector sees one photo per run)."""
+    return card.get("output", {}).get("kind") in ("heatmaps", "keypoints")
+
+
 def fix_batch(model: onnx.ModelProto, size: int = 1) -> onnx.ModelProto:
     """The opposite, for tools that need static shapes (quant_pre_process's symbolic shape inference stops at a
     Resize on a symbolic batch): the first dimension of the inputs and outputs becomes ``size``, and declared

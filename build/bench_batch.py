@@ -1,7 +1,7 @@
 """What the dynamic batch costs and buys: the served models at batch 1 before and after build/batch_dim.py, and a
 batch of P person crops in one run against P runs of one crop.
 
-    python build/bench_batch.py                       # both served models; writes out/bench/batch.json
+    python build/bench_batch.py --json out/bench/batch.json   # the served pose models, as `make bench` runs it
     python build/bench_batch.py --models models/int8/movenet-thunder.int8.onnx --runs 30 --sizes 2 4 8
     python build/bench_batch.py --old movenet-thunder=/tmp/movenet-thunder.fixed.onnx
 
@@ -148,7 +148,7 @@ def print_result(r: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", nargs="*", type=Path, default=sorted((ROOT / "models" / "int8").glob("*.int8.onnx")))
+    ap.add_argument("--models", nargs="*", type=Path, help="default: the pose models in models/int8 (not the detector)")
     ap.add_argument("--old", action="append", default=[], help="name=path of a fixed-batch file to compare at P=1 "
                     "(name: the file name without .int8.onnx); default: from git history")
     ap.add_argument("--sizes", nargs="*", type=int, default=[2, 4, 8])
@@ -158,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write the results here too (e.g. out/bench/batch.json)")
     a = ap.parse_args(argv)
     given = dict(item.split("=", 1) for item in a.old)
+    if a.models is None:
+        import batch_dim
+        import cards
+
+        a.models = [p for p in sorted((ROOT / "models" / "int8").glob("*.int8.onnx"))
+                    if batch_dim.is_pose_model(cards.get_card(onnx.load(str(p), load_external_data=False)))]
     results = []
     with tempfile.TemporaryDirectory(prefix="bench_batch.") as tmp:
         for path in a.models:

@@ -16,8 +16,9 @@ header has the table of variants that chose them). Quantization itself is ``buil
   a rebuild gives the same ranges; quantize.py gets them through its ``reader`` parameter;
 - an FP32 fallback (``"quantize": False``): the FP32 graph under the INT8 name, card ``quantization: fp32``.
 
-Either way the file has a symbolic batch ``N`` with per-sample results (``build/batch_dim.py``, applied by
-quantize.py, or here for the fallback): the service runs every person crop of a photo in one batch.
+Either way a pose model's file has a symbolic batch ``N`` with per-sample results (``build/batch_dim.py``,
+applied by quantize.py, or here for the fallback): the service runs every person crop of a photo in one
+batch. The detector keeps its batch of 1.
 
 Calibration photos are read in place from ../shared (never copied). Without ../shared this script
 says so and stops: the committed INT8 files stay as they are and remain usable.
@@ -197,7 +198,8 @@ def build(name: str, recipe: dict, dst: Path | None = None, src: Path | None = N
         card["quantization"] = "fp32"
         card["calibration"] = {"note": "no INT8 variant met the accuracy target; FP32 served",
                                "from_sha256": sha256_of(src)}
-        batch_dim.make_batch_dynamic(model)
+        if batch_dim.is_pose_model(card):
+            batch_dim.make_batch_dynamic(model)
         cards.set_card(model, card)
         onnx.save(model, str(dst))
         return {"quantization": "fp32"}

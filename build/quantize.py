@@ -38,7 +38,8 @@ onnxruntime can run in INT8 (Conv, and the Relu/Clip it fuses, Add, Concat, MaxP
 bundled models that measured faster and closer to FP32 than Conv and MatMul alone, whose FP32 Clip/Add
 between the convolutions cost a dequantize/quantize pair each (``--ops Conv,MatMul`` still does that).
 
-5. ``batch_dim.make_batch_dynamic`` on the result: batch dimension ``N`` and per-sample results at any batch
+5. ``batch_dim.make_batch_dynamic`` on the result of a pose model (a detector keeps a batch of 1: one photo
+   per run): batch dimension ``N`` and per-sample results at any batch
    (a no-op when the FP32 source already batches, as the bundled ones do; it checks that nothing assumes one
    image). Not for ``--mode dynamic``: its DynamicQuantizeLinear takes one activation scale over the whole
    tensor, so a batch of P is not P batch-1 runs; that file keeps a fixed batch of 1 (it is the seed's
@@ -349,7 +350,7 @@ def quantize_static(src: str | Path, dst: str | Path, cfg: Config, reader: Reade
     }
     card["quantization"] = f"int8-static-qdq-{cfg.preset}"
     card["calibration"] = calibration
-    _write_card(dst, card, batch=True)
+    _write_card(dst, card, batch=batch_dim.is_pose_model(card))
     return {"seconds": round(seconds, 1), **calibration}
 
 
