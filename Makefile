@@ -23,7 +23,7 @@ help:
 	@echo "make layers   build the dependency and model layers and check the 250 MB limit"
 	@echo "make events   regenerate the sample events in events/"
 	@echo "make report   every model x variant measured side by side -> docs/report.md, docs/people.md (QUICK=1)"
-	@echo "make bench    Simple Baselines variants, and the handler end to end per served model"
+	@echo "make bench    Simple Baselines variants, the handler end to end, people, batch of P crops vs P runs"
 	@echo "make model    rebuild models/int8/*.int8.onnx from models/*.onnx (ONLY=name, CHECK=1)"
 	@echo "make export   Simple Baselines -> ONNX -> INT8 in out/models (SB_CKPT=checkpoint, SB_ARCH, SB_DATASET)"
 	@echo "make validate sam validate (lint and full)"
@@ -88,11 +88,13 @@ report: $(VENV)/.installed
 	$(PY) build/report.py $(if $(QUICK),--quick)
 	$(PY) build/report_people.py $(if $(QUICK),--quick)
 
-# Simple Baselines variants side by side, and the handler end to end per served model.
+# Simple Baselines variants side by side, the handler end to end per served model, and the batch: P crops in one
+# run vs P runs, and the served files at batch 1 against their fixed-batch versions in git history.
 bench: $(VENV)/.installed
 	$(PY) build/bench_models.py --json out/bench/simple-baselines.json
 	$(PY) build/bench_handler.py --json out/bench/handler.json
 	$(PY) build/bench_people.py --json out/bench/people.json
+	$(PY) build/bench_batch.py --json out/bench/batch.json
 
 clean:
 	rm -rf out layers/*/build .aws-sam

@@ -37,7 +37,10 @@ Steps, for each model:
    for the detector, whose grids, i.e. which output holds which stride, come from those shapes;
    ``cards.set_card``); before that, nodes computed from constants only are folded (NanoDet's
    reshape targets; tf2onnx's merging of such subgraphs made the node names vary between runs),
-   producer, doc string and graph name; ``onnx.checker`` checks the result;
+   producer, doc string and graph name; last, for the pose models, ``batch_dim.make_batch_dynamic``:
+   the batch dimension becomes symbolic (``N``) and the graph computes per-sample results at any batch
+   (MoveNet's in-graph decoding assumes one image; the doc string keeps the per-sample, batch-1 shapes;
+   the detector, one photo per run, keeps its batch of 1); ``onnx.checker`` checks the result;
 6. write ``<out>/<name>.onnx`` and print its size and sha256.
 
 The same inputs and tool versions give byte-identical ONNX files (nothing time- or path-dependent
@@ -358,6 +361,7 @@ def finish(raw: Path, key: str, spec: dict, opset: int, source_sha: dict) -> "on
     import onnx
     import tf2onnx
 
+    import batch_dim
     import cards
 
     model = onnx.load(str(raw))
@@ -412,6 +416,8 @@ def finish(raw: Path, key: str, spec: dict, opset: int, source_sha: dict) -> "on
         f"Input {inp.name} {_dims(inp)}, output{'s' if detector else ''} "
         f"{', '.join(f'{o.name} {_dims(o)}' for o in graph.output)}. "
         "How to feed and read it: the JSON card under metadata key 'pose'.")
+    if not detector:  # the service runs every person crop of a photo in one batch
+        log(f"  {batch_dim.make_batch_dynamic(model).summary()}")
     onnx.checker.check_model(model)
     return model
 

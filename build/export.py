@@ -5,7 +5,8 @@
     python build/export.py --random-init --arch resnet50 --dataset mpii --out out/sb-r50-mpii-random.onnx
 
 The graph: opset 17, input ``input`` (N, 3, H, W) float32 with a dynamic batch, output ``heatmaps``
-(N, joints, H/4, W/4). The file is checked with onnx.checker and compared with PyTorch on real photos,
+(N, joints, H/4, W/4); ``batch_dim.make_batch_dynamic`` names the batch ``N`` as in every served model and
+checks that no node assumes one image. The file is checked with onnx.checker and compared with PyTorch on real photos,
 preprocessed by the service's own code (``pose.image``) from the card that is written into the file.
 
 Colour order and normalisation. The official training (microsoft/human-pose-estimation.pytorch,
@@ -38,6 +39,7 @@ import onnxruntime as ort
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import batch_dim  # noqa: E402
 import cards  # noqa: E402
 import photos  # noqa: E402
 import simple_baselines as sb  # noqa: E402
@@ -124,6 +126,7 @@ def export(model: sb.PoseResNet, out: str | Path, card: dict, opset: int = OPSET
         )
         m = onnx.load(str(raw))
     inline_identity_initializers(m)
+    batch_dim.make_batch_dynamic(m)
     m.producer_name = "build/export.py"
     m.doc_string = f"{card['name']} ({card['weights']})"
     cards.set_card(m, card)

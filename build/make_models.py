@@ -16,6 +16,10 @@ header has the table of variants that chose them). Quantization itself is ``buil
   a rebuild gives the same ranges; quantize.py gets them through its ``reader`` parameter;
 - an FP32 fallback (``"quantize": False``): the FP32 graph under the INT8 name, card ``quantization: fp32``.
 
+Either way a pose model's file has a symbolic batch ``N`` with per-sample results (``build/batch_dim.py``,
+applied by quantize.py, or here for the fallback): the service runs every person crop of a photo in one
+batch. The detector keeps its batch of 1.
+
 Calibration photos are read in place from ../shared (never copied). Without ../shared this script
 says so and stops: the committed INT8 files stay as they are and remain usable.
 """
@@ -36,6 +40,7 @@ from PIL import Image
 
 BUILD = Path(__file__).resolve().parent
 sys.path.insert(0, str(BUILD))
+import batch_dim  # noqa: E402
 import cards  # noqa: E402
 import photos  # noqa: E402
 import quantize  # noqa: E402
@@ -145,17 +150,17 @@ def source_dirs(sources: list[str]) -> list[Path]:
 
 
 def staged_graph(src: Path) -> onnx.ModelProto:
-    """The graph as build/quantize.py quantizes it (ConvTranspose rewrite, node names, quant_pre_process),
-    so that node names resolved here are the ones it excludes."""
+    """The graph as build/quantize.py quantizes it (batch fixed at 1, ConvTranspose rewrite, node names,
+    quant_pre_process), so that node names resolved here are the ones it excludes."""
     import tempfile
 
     import rewrite
 
-    model, _ = rewrite.rewrite(onnx.load(str(src)))
+    model, _ = rewrite.rewrite(batch_dim.fix_batch(onnx.load(str(src))))
     quantize.unnamed_to_named(model)
     with tempfile.TemporaryDirectory(prefix="make_models.") as tmp:
         onnx.save(model, f"{tmp}/a.onnx")
-        quantize.oq.quant_pre_process(f"{tmp}/a.onnx", f"{tmp}/b.onnx")
+        quantize.pre_process(f"{tmp}/a.onnx", f"{tmp}/b.onnx")
         return onnx.load(f"{tmp}/b.onnx")
 
 
@@ -193,6 +198,8 @@ def build(name: str, recipe: dict, dst: Path | None = None, src: Path | None = N
         card["quantization"] = "fp32"
         card["calibration"] = {"note": "no INT8 variant met the accuracy target; FP32 served",
                                "from_sha256": sha256_of(src)}
+        if batch_dim.is_pose_model(card):
+            batch_dim.make_batch_dynamic(model)
         cards.set_card(model, card)
         onnx.save(model, str(dst))
         return {"quantization": "fp32"}

@@ -9,10 +9,15 @@
 
 Static path:
 
+0. ``batch_dim.fix_batch``: the batch becomes a fixed 1 while quantizing (symbolic shape inference stops at a
+   Resize on a symbolic batch; calibration runs one photo at a time anyway); step 5 makes it symbolic again.
 1. ``build/rewrite.py``: every ConvTranspose(4x4, stride 2, pad 1) becomes Conv + DepthToSpace + Slice
    (exact), because onnxruntime has no quantized ConvTranspose. Any other ConvTranspose stays FP32.
-2. ``onnxruntime.quantization.quant_pre_process``: symbolic and ONNX shape inference and basic graph
-   optimisations (constant folding, Identity removal), so every tensor has a shape.
+2. ``onnxruntime.quantization.quant_pre_process`` (``pre_process``): ONNX shape inference and basic graph
+   optimisations (constant folding, Identity removal), so every tensor has a shape. Its symbolic shape
+   inference is skipped: with the batch fixed at 1 every shape is static, and that tool ignores GatherND's
+   ``batch_dims`` (which the batch rewrite uses) and then stops; for the bundled models' fixed-batch
+   sources both ways gave node- and initializer-identical quantized graphs.
 3. Calibration (``calibrate``): the model runs on real person photos preprocessed by the service's own
    code (``pose.image.decode`` + ``pose.image.prepare`` from the model's card, or ``pose.detect.prepare``
    for a person detector), and onnxruntime's MinMax, Percentile or Entropy calibrator turns the
@@ -32,6 +37,13 @@ arithmetic, EfficientPose's heatmap upscaling); a Pad with an infinite value and
 onnxruntime can run in INT8 (Conv, and the Relu/Clip it fuses, Add, Concat, MaxPool, Resize, ...); for the
 bundled models that measured faster and closer to FP32 than Conv and MatMul alone, whose FP32 Clip/Add
 between the convolutions cost a dequantize/quantize pair each (``--ops Conv,MatMul`` still does that).
+
+5. ``batch_dim.make_batch_dynamic`` on the result of a pose model (a detector keeps a batch of 1: one photo
+   per run): batch dimension ``N`` and per-sample results at any batch
+   (a no-op when the FP32 source already batches, as the bundled ones do; it checks that nothing assumes one
+   image). Not for ``--mode dynamic``: its DynamicQuantizeLinear takes one activation scale over the whole
+   tensor, so a batch of P is not P batch-1 runs; that file keeps a fixed batch of 1 (it is the seed's
+   baseline, measured at batch 1).
 
 The card travels with the model: ``quantization`` becomes ``int8-static-qdq-u8s8`` (``-s8s8``) or
 ``int8-dynamic``, and ``calibration`` records how (method, photos, op types, kept-FP32 nodes, rewrites,
@@ -63,6 +75,7 @@ from onnxruntime.quantization import calibrate as oq_calibrate
 from onnxruntime.quantization import registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import batch_dim  # noqa: E402
 import cards  # noqa: E402
 import photos  # noqa: E402
 import rewrite as deconv_rewrite  # noqa: E402
@@ -226,6 +239,11 @@ def _display(p: Path) -> str:
         return str(p)
 
 
+def pre_process(src: str | Path, dst: str | Path) -> None:
+    """quant_pre_process as this recipe uses it (see the module docstring, step 2)."""
+    oq.quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+
+
 def calibration_paths(cfg: Config) -> tuple[list[Path], list[str]]:
     dirs = cfg.images if cfg.images is not None else [str(d) for d in photos.default_dirs()]
     paths = photos.list_images(dirs) if dirs else []
@@ -278,7 +296,7 @@ ReaderFactory = Callable[[list[Path], dict], PhotoReader]
 
 def quantize_static(src: str | Path, dst: str | Path, cfg: Config, reader: ReaderFactory = PhotoReader) -> dict:
     src, dst = Path(src), Path(dst)
-    model = onnx.load(str(src))
+    model = batch_dim.fix_batch(onnx.load(str(src)))
     card = cards.get_card(model)
     act_type, weight_type = PRESETS[cfg.preset]
     paths, sources = calibration_paths(cfg)
@@ -296,7 +314,7 @@ def quantize_static(src: str | Path, dst: str | Path, cfg: Config, reader: Reade
         onnx.save(model, str(stage))
         if cfg.preprocess:
             pre = tmp / "pre.onnx"
-            oq.quant_pre_process(str(stage), str(pre))
+            pre_process(stage, pre)
             stage = pre
         kept = kept_fp32(onnx.load(str(stage), load_external_data=False), cfg)
         feed = reader(paths, card)
@@ -332,7 +350,7 @@ def quantize_static(src: str | Path, dst: str | Path, cfg: Config, reader: Reade
     }
     card["quantization"] = f"int8-static-qdq-{cfg.preset}"
     card["calibration"] = calibration
-    _write_card(dst, card)
+    _write_card(dst, card, batch=batch_dim.is_pose_model(card))
     return {"seconds": round(seconds, 1), **calibration}
 
 
@@ -342,7 +360,7 @@ def quantize_dynamic(src: str | Path, dst: str | Path, cfg: Config) -> dict:
     src, dst = Path(src), Path(dst)
     card = cards.get_card(onnx.load(str(src), load_external_data=False))
     t0 = time.perf_counter()
-    model = onnx.load(str(src))
+    model = batch_dim.fix_batch(onnx.load(str(src)))
     unnamed_to_named(model)
     exclude = list(dict.fromkeys(cfg.exclude_nodes + [n.name for n in model.graph.node if n.op_type in set(cfg.exclude_ops)]
                                  + last_convs(model, cfg.exclude_last_convs)))
@@ -358,8 +376,10 @@ def quantize_dynamic(src: str | Path, dst: str | Path, cfg: Config) -> dict:
     return {"seconds": round(time.perf_counter() - t0, 1), **details}
 
 
-def _write_card(path: Path, card: dict) -> None:
+def _write_card(path: Path, card: dict, batch: bool = False) -> None:
     model = onnx.load(str(path))
+    if batch:
+        batch_dim.make_batch_dynamic(model)
     cards.set_card(model, card)
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
