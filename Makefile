@@ -94,7 +94,7 @@ bench: $(VENV)/.installed
 	$(PY) build/bench_models.py --json out/bench/simple-baselines.json
 	$(PY) build/bench_handler.py --json out/bench/handler.json
 	$(PY) build/bench_people.py --json out/bench/people.json
-	$(PY) build/bench_batch.py --json out/bench/batch.json
+	$(PY) build/bench_batch_dim.py --json out/bench/batch-dim.json
 
 clean:
 	rm -rf out layers/*/build .aws-sam
