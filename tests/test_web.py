@@ -239,6 +239,7 @@ def test_photo_to_pose_on_a_desktop(server, browser):
         assert download.value.suggested_filename == "pose-pose.json"
         assert [j["name"] for j in reply["joints"]] == joints
         assert sum(j["visible"] for j in reply["joints"]) == at_default
+        assert reply["people"][0]["joints"] == reply["joints"]  # every person at the slider's threshold too
         assert reply["threshold"] == health["model"]["threshold"]
 
         OUT.mkdir(exist_ok=True)
