@@ -47,7 +47,7 @@ const state = {
   card: null, // the model card from /health, when it answered
   photo: null, // the shrunk photo being shown
   pose: null, // the API's reply for it
-  people: [], // its people, best first (one for an older one-person reply)
+  people: [], // its people, the main person first (one for an older one-person reply)
   picked: 0, // the person whose joints the table shows
   roundTripMs: null,
   sides: [],

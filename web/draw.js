@@ -25,8 +25,8 @@ export function visibility(joints, threshold) {
 }
 
 /**
- * The people of a reply, best first. A reply from before the API found several people has no
- * `people`: its top-level joints are one person's (no score, no box).
+ * The people of a reply, the main person first. A reply from before the API found several people
+ * has no `people`: its top-level joints are one person's (no score, no box).
  */
 export function peopleOf(pose) {
   if (Array.isArray(pose.people)) return pose.people;
@@ -55,8 +55,8 @@ export function scaleOf(canvas, pose) {
 
 /**
  * Draw `photo` (a canvas of the uploaded image) on `canvas`, then each person's visible limbs and
- * joints (`visible[p][j]`), a thin box with the person's number (1 = best); when there are
- * several, the `picked` one's box is thicker and its number on blue. Boxes go under the skeletons
+ * joints (`visible[p][j]`), a thin box with the person's number (1 = the main person); when there
+ * are several, the `picked` one's box is thicker and its number on blue. Boxes go under the skeletons
  * and numbers over them. Coordinates are in the photo's pixels as the API gives them: pixel
  * centres at integers.
  */
