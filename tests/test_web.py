@@ -253,7 +253,8 @@ JOINT_COLORS = [(0, 200, 255), (255, 80, 40), (255, 220, 0)]  # web/draw.js COLO
 PICKED_LABEL = (31, 95, 191)  # web/draw.js PICKED_LABEL
 
 
-def near(rgb, colors, tolerance=12) -> bool:
+def near(rgb, colors, tolerance=40) -> bool:
+    """Within `tolerance` per channel of one of `colors` (another limb's antialiased edge may cross a dot)."""
     return any(all(abs(a - b) <= tolerance for a, b in zip(rgb, c)) for c in colors)
 
 
