@@ -2,8 +2,8 @@
 local API (`python -m local.serve`, which also serves web/).
 
 Skipped only when /usr/bin/chromium is absent (`apt-get install chromium`; CI installs it).
-Playwright's own browser downloads are never used. Screenshots: out/web-screenshot.png (desktop)
-and out/web-screenshot-phone.png (narrow), kept as test artefacts.
+Playwright's own browser downloads are never used. Screenshots: out/web-screenshot.png (desktop),
+out/web-screenshot-phone.png (narrow) and out/web-people*.png (several people), kept as test artefacts.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import pytest
 
 from conftest import ROOT, local_server
 
-PHOTO = ROOT / "tests" / "data" / "pose.jpg"
+PHOTO = ROOT / "tests" / "data" / "pose.jpg"  # one person
+PEOPLE_PHOTO = ROOT / "tests" / "data" / "Pilots.jpg"  # three people, their boxes overlapping
 OUT = ROOT / "out"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -122,6 +123,51 @@ def visible_count(page) -> int:
     return int(page.inner_text("#visible-count"))
 
 
+def canvas_size(page) -> tuple[int, int]:
+    return tuple(page.evaluate("() => [document.getElementById('canvas').width, document.getElementById('canvas').height]"))
+
+
+def table(page) -> list[list[str]]:
+    """The joints table: [name, x, y, score, visible] per row, as shown."""
+    return page.eval_on_selector_all("#joints tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))")
+
+
+def assert_table_shows(page, joints: list[dict], threshold: float) -> None:
+    rows = table(page)
+    assert [r[0] for r in rows] == [j["name"] for j in joints]
+    for row, j in zip(rows, joints):
+        assert abs(float(row[1]) - j["x"]) <= 0.051 and abs(float(row[2]) - j["y"]) <= 0.051, (row, j)
+        assert abs(float(row[3]) - j["score"]) <= 0.00051, (row, j)
+        assert row[4] == ("yes" if j["score"] >= threshold else "no"), (row, j)
+
+
+def listed_visible(page) -> list[int]:
+    """The people list's count of visible joints, person by person."""
+    return [int(t) for t in page.locator("#people .person-visible").all_inner_texts()]
+
+
+def smallest_box_at(people: list[dict], x: float, y: float) -> int:
+    """The page's rule for a click: the person whose box holds the point, the smallest box winning."""
+    holding = [(b["width"] * b["height"], i) for i, b in enumerate(p["box"] for p in people)
+               if b["left"] <= x <= b["left"] + b["width"] and b["top"] <= y <= b["top"] + b["height"]]
+    return min(holding)[1] if holding else -1
+
+
+def click_photo(page, reply: dict, x: float, y: float) -> None:
+    """Click the canvas where the photo pixel (x, y) of the reply is shown."""
+    box = page.locator("#canvas").bounding_box()
+    width, height = canvas_size(page)
+    kx, ky = width / reply["image"]["width"], height / reply["image"]["height"]
+    page.mouse.click(box["x"] + (x + 0.5) * kx * box["width"] / width,
+                     box["y"] + (y + 0.5) * ky * box["height"] / height)
+
+
+def pixel(page, x: float, y: float) -> list[int]:
+    """The canvas's RGB at canvas pixel (x, y)."""
+    return page.evaluate("([x, y]) => [...document.getElementById('canvas').getContext('2d')"
+                         ".getImageData(x, y, 1, 1).data].slice(0, 3)", [int(x), int(y)])
+
+
 def png_size(data: bytes) -> tuple[int, int]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
     return struct.unpack(">II", data[16:24])
@@ -156,7 +202,12 @@ def test_photo_to_pose_on_a_desktop(server, browser):
         assert page.locator("#joints tbody th").all_inner_texts() == joints
         assert health["model"]["name"] in page.inner_text("#model-facts")
         assert "Inference" in page.inner_text("#timing-facts")
-        assert "the whole photo" in page.inner_text("#model-facts")  # pose.jpg needs no closer look
+        reply = answer.value.json()
+        facts = page.inner_text("#model-facts")
+        assert ("the whole photo" if reply["region"] is None else "around person 1") in facts
+        assert page.locator("#people li").count() == len(reply["people"]) >= 1
+        assert page.get_attribute("#people li:first-child button", "aria-pressed") == "true"
+        assert_table_shows(page, reply["people"][0]["joints"], health["model"]["threshold"])
 
         # the slider redraws without a request: keyboard Home = 0 (all visible), End = 1
         requests = []
@@ -188,6 +239,7 @@ def test_photo_to_pose_on_a_desktop(server, browser):
         assert download.value.suggested_filename == "pose-pose.json"
         assert [j["name"] for j in reply["joints"]] == joints
         assert sum(j["visible"] for j in reply["joints"]) == at_default
+        assert reply["people"][0]["joints"] == reply["joints"]  # every person at the slider's threshold too
         assert reply["threshold"] == health["model"]["threshold"]
 
         OUT.mkdir(exist_ok=True)
@@ -195,6 +247,163 @@ def test_photo_to_pose_on_a_desktop(server, browser):
         page.mouse.move(0, 0)
         page.screenshot(path=str(OUT / "web-screenshot.png"), full_page=True)
         assert page.problems == []
+
+
+JOINT_COLORS = [(0, 200, 255), (255, 80, 40), (255, 220, 0)]  # web/draw.js COLORS
+PICKED_LABEL = (31, 95, 191)  # web/draw.js PICKED_LABEL
+
+
+def near(rgb, colors, tolerance=40) -> bool:
+    """Within `tolerance` per channel of one of `colors` (another limb's antialiased edge may cross a dot)."""
+    return any(all(abs(a - b) <= tolerance for a, b in zip(rgb, c)) for c in colors)
+
+
+def test_every_person_drawn_and_picked_on_the_photo(server, browser):
+    """Pilots.jpg through the real server and its person detector: a box and a number per person,
+    a click on the photo picks a person for the joints table, the slider redraws everyone."""
+    base, health = server
+    if health.get("detector") is None:
+        pytest.skip("the server has no person detector (models/int8/nanodet.int8.onnx absent): "
+                    "it answers one person per photo, so there is nobody else to pick")
+    t = health["model"]["threshold"]
+    with open_page(browser, viewport={"width": 1280, "height": 900}) as page:
+        page.goto(f"{base}/")
+        page.wait_for_selector("#api-status[data-state=ready]")
+        with page.expect_response(lambda r: urlsplit(r.url).path == "/pose") as answer:
+            page.set_input_files("#file", PEOPLE_PHOTO)
+        wait_for_result(page)
+        reply = answer.value.json()
+        people = reply["people"]
+        assert len(people) >= 2, f"the detector found {len(people)} of Pilots.jpg's three people"
+
+        # the list: one button per person, best first, with its score and visible joints
+        items = page.locator("#people li")
+        assert items.count() == len(people)
+        for i, person in enumerate(people):
+            assert items.nth(i).inner_text().startswith(str(i + 1))
+            assert f"score {person['score']:.2f}" in items.nth(i).inner_text()
+        assert listed_visible(page) == [sum(j["score"] >= t for j in p["joints"]) for p in people]
+        assert page.inner_text("#people-count") == f"{len(people)} people"
+        assert page.inner_text("#picked-number") == "1"
+        assert_table_shows(page, people[0]["joints"], t)
+
+        # a click on person 2's body (a point whose smallest box is theirs) shows their joints
+        width, _ = canvas_size(page)
+        k = width / reply["image"]["width"]
+        candidates = sorted(people[1]["joints"], key=lambda j: -j["score"])
+        point = next(((j["x"], j["y"]) for j in candidates if smallest_box_at(people, j["x"], j["y"]) == 1), None)
+        assert point, "no joint of person 2 lies in a box of theirs smaller than the others"
+        label = lambda i: ((people[i]["box"]["left"] + 0.5) * k + 1, (people[i]["box"]["top"] + 0.5) * k + 1)  # noqa: E731
+        assert near(pixel(page, *label(0)), [PICKED_LABEL])  # person 1 is picked at first
+        requests = []
+        page.on("request", lambda r: "/pose" in r.url and requests.append(r.url))
+        click_photo(page, reply, *point)
+        assert page.inner_text("#picked-number") == "2"
+        assert_table_shows(page, people[1]["joints"], t)
+        assert page.get_attribute("#people li:nth-child(2) button", "aria-pressed") == "true"
+        assert page.get_attribute("#people li:nth-child(1) button", "aria-pressed") == "false"
+        assert near(pixel(page, *label(1)), [PICKED_LABEL])  # their box is the highlighted one
+        assert not near(pixel(page, *label(0)), [PICKED_LABEL])
+        assert "around person 2" in page.inner_text("#model-facts") or people[1]["region"] is None
+        OUT.mkdir(exist_ok=True)
+        page.mouse.move(0, 0)
+        page.screenshot(path=str(OUT / "web-people.png"), full_page=True)
+
+        # the slider redraws every person: at 0 each one's best joint is a dot, at 1 none is
+        best = [max(p["joints"], key=lambda j: j["score"]) for p in people]
+        dots = [((j["x"] + 0.5) * k, (j["y"] + 0.5) * k) for j in best]
+        page.focus("#threshold")
+        page.keyboard.press("Home")
+        assert listed_visible(page) == [len(p["joints"]) for p in people]
+        assert all(near(pixel(page, *d), JOINT_COLORS) for d in dots), [pixel(page, *d) for d in dots]
+        page.screenshot(path=str(OUT / "web-people-threshold-0.png"))
+        page.keyboard.press("End")
+        assert listed_visible(page) == [sum(j["score"] >= 1 for j in p["joints"]) for p in people]
+        assert not any(near(pixel(page, *d), JOINT_COLORS) for d in dots)
+        assert_table_shows(page, people[1]["joints"], 1.0)  # still person 2's joints
+        page.fill("#threshold", "0.3")
+        assert listed_visible(page) == [sum(j["score"] >= 0.3 for j in p["joints"]) for p in people]
+        assert_table_shows(page, people[1]["joints"], 0.3)
+
+        # the list picks too; a click outside every box keeps the pick
+        page.click(f"#people li:nth-child({len(people)}) button")
+        assert page.inner_text("#picked-number") == str(len(people))
+        assert_table_shows(page, people[-1]["joints"], 0.3)
+        outside = next(((x, y) for x in (0, reply["image"]["width"] - 1) for y in (0, reply["image"]["height"] - 1)
+                        if smallest_box_at(people, x, y) == -1), None)
+        if outside:
+            click_photo(page, reply, *outside)
+            assert page.inner_text("#picked-number") == str(len(people))
+        assert requests == [], "picking or moving the slider sent a request"
+        assert page.problems == []
+
+
+def test_an_older_one_person_reply_without_people_still_shows(server, browser):
+    """A cached API from before `people`: the real reply with only the one-person fields is one person."""
+    base, health = server
+    old_fields = ("joints", "keypoints", "skeleton", "image", "model", "threshold", "timings_ms", "region")
+    replies = []
+
+    def older(route):
+        response = route.fetch()
+        reply = {k: v for k, v in response.json().items() if k in old_fields}
+        replies.append(reply)
+        route.fulfill(response=response, body=json.dumps(reply))
+
+    with open_page(browser, accept_downloads=True) as page:
+        page.route(f"{base}/pose", older)
+        page.goto(f"{base}/")
+        page.wait_for_selector("#api-status[data-state=ready]")
+        page.set_input_files("#file", PEOPLE_PHOTO)
+        wait_for_result(page)
+        (reply,) = replies
+        t = health["model"]["threshold"]
+        assert page.locator("#people li").count() == 1
+        assert "score –" in page.inner_text("#people li")
+        assert page.inner_text("#people-count") == "1 person"
+        assert_table_shows(page, reply["joints"], t)
+        assert "Detector" not in page.inner_text("#model-facts")
+        click_photo(page, reply, reply["image"]["width"] / 2, reply["image"]["height"] / 2)  # no box: nothing to pick
+        page.focus("#threshold")
+        page.keyboard.press("Home")
+        assert listed_visible(page) == [len(reply["joints"])] and visible_count(page) == len(reply["joints"])
+        with page.expect_download() as download:
+            page.click("#download-json")
+        saved = json.loads(Path(download.value.path()).read_text())
+        assert "people" not in saved and all(j["visible"] for j in saved["joints"])
+        assert page.problems == []
+
+
+def test_page_logic_people_and_picking(server, browser):
+    """web/draw.js's rules in the page's own browser: peopleOf for both reply shapes, personAt."""
+    base, _ = server
+    with open_page(browser) as page:
+        page.goto(f"{base}/")
+        result = page.evaluate("""async () => {
+            const { peopleOf, personAt } = await import("./draw.js");
+            const joints = [{ name: "nose", x: 5, y: 5, score: 0.9 }];
+            const box = (left, top, width, height) => ({ left, top, width, height });
+            const people = [
+                { score: 0.9, box: box(0, 0, 100, 100), joints },  // big, best
+                { score: 0.8, box: box(40, 40, 20, 20), joints },  // small, inside the big one
+                { score: 0.7, box: box(50, 50, 30, 30), joints },  // overlaps the small one
+                { score: 0.6, box: null, joints },  // no box: never under a click
+            ];
+            return {
+                old: peopleOf({ joints, keypoints: [5, 5, 2], region: null }),
+                none: peopleOf({ people: [], joints: [] }).length,
+                same: peopleOf({ people, joints }) === people,
+                at: [[10, 10], [45, 45], [55, 55], [70, 70], [60, 60], [100, 100], [100.5, 50], [-1, 0]]
+                    .map(([x, y]) => personAt(people, x, y)),
+                empty: personAt([], 1, 1),
+            };
+        }""")
+    assert result["old"] == [{"score": None, "box": None, "joints": [{"name": "nose", "x": 5, "y": 5, "score": 0.9}],
+                              "keypoints": [5, 5, 2], "region": None}]
+    assert result["none"] == 0 and result["same"] is True
+    # the smallest box holding the point wins; edges belong to the box; outside every box: -1
+    assert result["at"] == [0, 1, 1, 2, 1, 0, -1, -1]
+    assert result["empty"] == -1
 
 
 def test_phone_layout_and_keyboard_upload(server, browser):

@@ -71,7 +71,7 @@ export async function health(api) {
   return body;
 }
 
-/** POST /pose with a JPEG data URL; the reply without the server-drawn image (the page draws its own). */
+/** POST /pose with a JPEG data URL; the reply (every person) without the server-drawn image (the page draws its own). */
 export async function estimatePose(api, dataUrl, threshold) {
   const url = endpoint(api.apiBaseUrl, "pose");
   const body = await call(url, {
@@ -79,7 +79,10 @@ export async function estimatePose(api, dataUrl, threshold) {
     headers: { "Content-Type": "application/json", ...keyHeader(api) },
     body: JSON.stringify({ image: dataUrl, threshold, return_image: false }),
   });
-  if (!body || !Array.isArray(body.joints) || !Array.isArray(body.skeleton)) {
+  // An older one-person API has no `people`; when there are, each needs its joints.
+  const people = body?.people;
+  if (!body || !Array.isArray(body.joints) || !Array.isArray(body.skeleton)
+      || (people !== undefined && !(Array.isArray(people) && people.every((person) => Array.isArray(person?.joints))))) {
     throw new ProblemError("server", "The API answered, but not with a pose.", "Try again; if it keeps happening, the API may be misconfigured.");
   }
   return body;

@@ -1,9 +1,10 @@
-// The page: choose/drop/paste/capture a photo -> shrink it -> POST /pose -> draw the skeleton,
-// list the joints, and redraw when the threshold slider moves (no new request).
+// The page: choose/drop/paste/capture a photo -> shrink it -> POST /pose -> draw every person's
+// skeleton and box, list the people, show the joints of the one picked (on the photo or in the
+// list), and redraw when the threshold slider moves (no new request).
 
 import { ProblemError, estimatePose, health, loadConfig } from "./api.js";
 import { cameraAvailable, setUpCamera } from "./camera.js";
-import { drawPose, sidesFor, visibility } from "./draw.js";
+import { drawPeople, peopleOf, personAt, scaleOf, sidesFor, visibility } from "./draw.js";
 import { loadPhoto } from "./photo.js";
 
 const $ = (id) => document.getElementById(id);
@@ -25,12 +26,16 @@ const el = {
   canvas: $("canvas"),
   photoName: $("photo-name"),
   summaryRow: $("summary-row"),
+  peopleCount: $("people-count"),
+  summaryNumber: $("summary-number"),
   visibleCount: $("visible-count"),
   jointCount: $("joint-count"),
   downloadPng: $("download-png"),
   downloadJson: $("download-json"),
   details: $("details"),
   facts: $("facts"),
+  people: $("people"),
+  pickedNumber: $("picked-number"),
   tbody: document.querySelector("#joints tbody"),
   modelFacts: $("model-facts"),
   timingFacts: $("timing-facts"),
@@ -42,6 +47,9 @@ const state = {
   card: null, // the model card from /health, when it answered
   photo: null, // the shrunk photo being shown
   pose: null, // the API's reply for it
+  people: [], // its people, the main person first (one for an older one-person reply)
+  picked: 0, // the person whose joints the table shows
+  roundTripMs: null,
   sides: [],
   thresholdTouched: false,
   request: 0, // a newer photo supersedes the reply to an older one
@@ -88,8 +96,8 @@ function showThreshold() {
   el.thresholdValue.textContent = threshold().toFixed(2);
 }
 
-function buildTable(pose) {
-  el.tbody.replaceChildren(...pose.joints.map((joint, i) => {
+function buildTable(joints) {
+  el.tbody.replaceChildren(...joints.map((joint, i) => {
     const row = document.createElement("tr");
     const name = document.createElement("th");
     name.scope = "row";
@@ -108,7 +116,31 @@ function buildTable(pose) {
     row.append(name, ...cells, seen);
     return row;
   }));
-  el.jointCount.textContent = String(pose.joints.length);
+  el.jointCount.textContent = String(joints.length);
+}
+
+/** One button per person: number, score and (filled in by render) how many joints are visible. */
+function buildPeopleList(people) {
+  el.people.replaceChildren(...people.map((person, p) => {
+    const item = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.dataset.person = String(p);
+    const number = document.createElement("span");
+    number.className = "person-number";
+    number.textContent = String(p + 1);
+    const score = typeof person.score === "number" ? person.score.toFixed(2) : "–";
+    const text = document.createElement("span");
+    text.append(`score ${score} · `);
+    const seen = document.createElement("span");
+    seen.className = "person-visible";
+    text.append(seen, ` of ${person.joints.length} joints visible`);
+    button.append(number, text);
+    button.addEventListener("click", () => pick(p));
+    item.append(button);
+    return item;
+  }));
+  el.peopleCount.textContent = people.length === 1 ? "1 person" : `${people.length} people`;
 }
 
 function factList(target, pairs) {
@@ -124,14 +156,17 @@ function factList(target, pairs) {
 
 function showFacts(pose, photo, roundTripMs) {
   const model = pose.model || {};
+  const person = state.people[state.picked];
+  const region = person?.region;
   factList(el.modelFacts, [
     ["Name", model.name ?? "?"],
     ["Version", model.version ?? "?"],
     ["Weights", model.quantization ?? "?"],
     ["SHA-256", model.sha256 ? `${model.sha256.slice(0, 12)}…` : "?", model.sha256],
     ["Photo sent", `${photo.width}×${photo.height} px, ${Math.round(photo.bytes / 1024)} KB`],
-    ["Looked at", pose.region
-      ? `the whole photo, then closer: ${pose.region.width}×${pose.region.height} px around the person`
+    ...("detector" in pose ? [["Detector", pose.detector?.name ?? "none: the photo is one person"]] : []),
+    ["Looked at", region
+      ? `${region.width}×${region.height} px around person ${state.picked + 1}`
       : "the whole photo"],
   ]);
   const ms = (value) => (typeof value === "number" ? `${value.toFixed(1)} ms` : "–");
@@ -142,31 +177,58 @@ function showFacts(pose, photo, roundTripMs) {
   ]);
 }
 
-/** Draw the photo and (when there is one) the pose at the slider's threshold; update the table. */
+/** Draw the photo and (when there is one) every person at the slider's threshold; update the
+ * list's counts and the picked person's table. */
 function render() {
-  const { photo, pose } = state;
+  const { photo, pose, people, picked } = state;
   if (!photo) return;
-  const visible = pose ? visibility(pose.joints, threshold()) : [];
-  drawPose(el.canvas, photo.canvas, pose, state.sides, visible);
+  const visible = people.map((person) => visibility(person.joints, threshold()));
+  drawPeople(el.canvas, photo.canvas, pose, people, state.sides, visible, picked);
   if (!pose) {
     el.canvas.setAttribute("aria-label", `Photo “${photo.name}”, being analysed`);
     return;
   }
-  const count = visible.filter(Boolean).length;
-  el.visibleCount.textContent = String(count);
+  const counts = visible.map((shown) => shown.filter(Boolean).length);
+  el.people.querySelectorAll(".person-visible").forEach((span, p) => { span.textContent = String(counts[p]); });
+  el.people.querySelectorAll("button").forEach((button, p) => button.setAttribute("aria-pressed", String(p === picked)));
+  const mine = visible[picked] || [];
+  el.pickedNumber.textContent = el.summaryNumber.textContent = String(picked + 1);
+  el.visibleCount.textContent = String(counts[picked] ?? 0);
   [...el.tbody.rows].forEach((row, i) => {
-    row.dataset.visible = String(visible[i]);
-    row.cells[4].textContent = visible[i] ? "yes" : "no";
+    row.dataset.visible = String(mine[i]);
+    row.cells[4].textContent = mine[i] ? "yes" : "no";
   });
   el.canvas.setAttribute("aria-label",
-    `Photo “${photo.name}” with the estimated pose drawn over it: ${count} of ${pose.joints.length} joints ` +
-    `have a score of at least ${threshold().toFixed(2)} and are shown as dots joined by lines, ` +
-    "the person’s left side in blue, right side in orange. The table lists every joint.");
+    `Photo “${photo.name}” with ${el.peopleCount.textContent} drawn over it, each in a numbered box; ` +
+    `joints with a score of at least ${threshold().toFixed(2)} are shown as dots joined by lines, ` +
+    "the person’s left side in blue, right side in orange. The list names every person and the table lists " +
+    `the joints of person ${picked + 1}.`);
+}
+
+/** Show person `p`'s joints in the table and highlight them on the photo. */
+function pick(p) {
+  if (!state.people[p]) return;
+  state.picked = p;
+  buildTable(state.people[p].joints);
+  showFacts(state.pose, state.photo, state.roundTripMs);
+  render();
+}
+
+/** The person under a pointer event on the canvas (the smallest box holding it), or -1. */
+function personUnder(event) {
+  if (!state.pose) return -1;
+  const rect = el.canvas.getBoundingClientRect();
+  const [kx, ky] = scaleOf(el.canvas, state.pose);
+  const x = ((event.clientX - rect.left) * el.canvas.width) / rect.width / kx - 0.5;
+  const y = ((event.clientY - rect.top) * el.canvas.height) / rect.height / ky - 0.5;
+  return personAt(state.people, x, y);
 }
 
 function showPhoto(photo) {
   state.photo = photo;
   state.pose = null;
+  state.people = [];
+  state.picked = 0;
   el.placeholder.hidden = true;
   el.figure.hidden = false;
   el.summaryRow.hidden = true;
@@ -178,10 +240,14 @@ function showPhoto(photo) {
 
 function showPose(pose, roundTripMs) {
   state.pose = pose;
-  const names = pose.joints.map((joint) => joint.name);
+  state.people = peopleOf(pose);
+  state.picked = 0;
+  state.roundTripMs = roundTripMs;
+  const names = (state.people[0]?.joints || pose.joints).map((joint) => joint.name);
   const cardFits = state.card && Array.isArray(state.card.joints) && state.card.joints.join() === names.join();
   state.sides = sidesFor(names, cardFits ? state.card.sides : null);
-  buildTable(pose);
+  buildPeopleList(state.people);
+  buildTable(state.people[0]?.joints || []);
   showFacts(pose, state.photo, roundTripMs);
   el.summaryRow.hidden = false;
   el.details.hidden = false;
@@ -242,13 +308,19 @@ function baseName() {
   return (state.photo?.name || "photo").replace(/\.[^.]*$/, "") || "photo";
 }
 
+/** Joints and COCO keypoints with the visible flags of threshold `t`. */
+function jointsAt(joints, t) {
+  const visible = visibility(joints, t);
+  const marked = joints.map((joint, i) => ({ ...joint, visible: visible[i] }));
+  return { joints: marked, keypoints: marked.flatMap((joint) => (joint.visible ? [joint.x, joint.y, 2] : [0, 0, 0])) };
+}
+
 /** The reply as the API would give it at the slider's threshold (visible flags and keypoints). */
 function poseAtThreshold() {
   const t = threshold();
-  const visible = visibility(state.pose.joints, t);
-  const joints = state.pose.joints.map((joint, i) => ({ ...joint, visible: visible[i] }));
-  const keypoints = joints.flatMap((joint) => (joint.visible ? [joint.x, joint.y, 2] : [0, 0, 0]));
-  return { ...state.pose, joints, keypoints, threshold: t };
+  const reply = { ...state.pose, ...jointsAt(state.pose.joints, t), threshold: t };
+  if (Array.isArray(state.pose.people)) reply.people = state.pose.people.map((p) => ({ ...p, ...jointsAt(p.joints, t) }));
+  return reply;
 }
 
 el.downloadPng.addEventListener("click", () => {
@@ -267,6 +339,14 @@ el.file.addEventListener("change", () => {
   const [file] = el.file.files;
   el.file.value = ""; // choosing the same file again still fires change
   if (file) handleFile(file);
+});
+
+el.canvas.addEventListener("click", (event) => {
+  const p = personUnder(event);
+  if (p >= 0) pick(p);
+});
+el.canvas.addEventListener("mousemove", (event) => {
+  el.canvas.dataset.over = personUnder(event) >= 0 ? "person" : "";
 });
 
 el.threshold.addEventListener("input", () => {
