@@ -202,3 +202,48 @@ def test_cors_preflight_allows_the_configured_origin(call):
     assert status == 204
     headers = response_headers(response)
     assert headers["access-control-allow-origin"] in ("*", "https://example.org")
+
+
+def test_every_person_in_pilots_jpg_comes_back_and_max_people_caps_them(call):
+    pilots = (DATA / "Pilots.jpg").read_bytes()
+    status, every, _ = call(json_event("/pose", {"image": b64(pilots), "return_image": False}))
+    assert status == 200 and len(every["people"]) >= 3
+    assert every["joints"] == every["people"][0]["joints"]
+    for person in every["people"]:
+        box = person["box"]
+        assert 0 < person["score"] <= 1 and box["width"] > 0 and box["height"] > 0
+        assert len(person["keypoints"]) == 3 * len(person["joints"])
+    status, two, _ = call(json_event("/pose", {"image": b64(pilots), "return_image": False, "max_people": 2}))
+    assert status == 200 and len(two["people"]) == 2
+    status, one, _ = call(proxy_event("POST", "/pose", pilots, {"Content-Type": "image/jpeg"},
+                                      {"max_people": "1", "return_image": "false"}))
+    assert status == 200 and len(one["people"]) == 1
+
+
+@pytest.mark.parametrize("value", [0, 21, -1, 2.5, "3", True, None, [2]])
+def test_max_people_outside_1_to_20_is_a_422(call, pose_jpg, value):
+    body = {"image": b64(pose_jpg), "max_people": value}
+    status, reply, _ = call(json_event("/pose", body))
+    if value is None:  # JSON null: the default
+        assert status == 200
+        return
+    if value == "3":  # a string of digits reads as the query string's would
+        assert status == 200
+        return
+    assert status == 422 and reply["error"]["code"] == "bad_parameter" and "max_people" in reply["error"]["message"]
+
+
+def test_the_annotated_image_draws_a_box_and_number_per_person(call):
+    """Pilots.jpg: the drawing differs from the photo inside every person's box, on its edge."""
+    pilots = (DATA / "Pilots.jpg").read_bytes()
+    status, reply, _ = call(json_event("/pose", {"image": b64(pilots)}))
+    drawn = np.asarray(Image.open(io.BytesIO(base64.b64decode(reply["annotated_image"].split(",", 1)[1]))).convert("RGB"),
+                       dtype=np.int16)
+    photo = np.asarray(Image.open(io.BytesIO(pilots)).convert("RGB"), dtype=np.int16)
+    for person in reply["people"]:
+        box = person["box"]
+        top, left = int(round(box["top"])), int(round(box["left"]))
+        right = int(round(box["left"] + box["width"]))
+        edge = slice(max(left, 0), min(right, photo.shape[1]))
+        row = max(top, 0)
+        assert np.abs(drawn[row, edge] - photo[row, edge]).max() > 60  # the box's top edge is drawn
