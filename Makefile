@@ -13,7 +13,7 @@ SB_NAME := simple-baselines-$(SB_ARCH)-$(SB_DATASET)
 EVENT ?= events/pose-json.json
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help venv demo test serve invoke events layers validate sam-build deploy-web model export report bench clean
+.PHONY: help venv demo test serve invoke events layers validate sam-build deploy-web model export report bench batch batch-s3 bench-batch clean
 
 help:
 	@echo "make demo     set up, build the layers, run the function on a bundled photo (out/annotated.png)"

@@ -23,7 +23,7 @@ from pose import image
 from pose.errors import ModelError, PoseError
 from pose.model import PoseModel, load_detector_from_env, load_from_env
 from pose.pipeline import Detector, estimate_people
-from pose.reply import annotated_image, data_url, to_json
+from pose.reply import annotated_image, data_url, models_json, to_json
 
 logger = Logger()
 tracer = Tracer()
@@ -43,11 +43,7 @@ def _load_models() -> tuple[PoseModel, Detector | None]:
 
 
 MODEL, DETECTOR = _load_models()
-MODELS = {"model": {"name": MODEL.card.name, "version": MODEL.card.version, "quantization": MODEL.card.quantization,
-                    "sha256": MODEL.sha256},
-          "detector": None if DETECTOR is None else {
-              "name": DETECTOR.card.name, "version": DETECTOR.card.version,
-              "quantization": DETECTOR.card.quantization, "sha256": DETECTOR.sha256}}
+MODELS = models_json(MODEL, DETECTOR)
 _warm = False
 
 

@@ -22,14 +22,15 @@ FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # what Pillow may try; 
 MEDIA_TYPES = {"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff"}
 
 
-def decode(data: bytes) -> np.ndarray:
+def decode(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode image bytes to an (H, W, 3) uint8 RGB array, upright (EXIF orientation applied).
 
     Grayscale, palette, RGBA (composited on white), CMYK, 16-bit and animated images (first frame)
-    all come out as 8-bit RGB. Raises TooLarge or UnsupportedImage.
+    all come out as 8-bit RGB. Raises TooLarge or UnsupportedImage. The limits default to the
+    API's; the batch jobs pass their own (pose/records.py).
     """
-    if len(data) > MAX_BYTES:
-        raise TooLarge(f"image is {len(data)} bytes; the limit is {MAX_BYTES} bytes")
+    if len(data) > max_bytes:
+        raise TooLarge(f"image is {len(data)} bytes; the limit is {max_bytes} bytes")
     if not data:
         raise UnsupportedImage("the image is empty (0 bytes)")
     try:
@@ -37,13 +38,13 @@ def decode(data: bytes) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data), formats=FORMATS)
             w, h = img.size
-            if w * h > MAX_PIXELS:
-                raise TooLarge(f"image is {w}x{h} pixels; the limit is {MAX_PIXELS} pixels")
+            if w * h > max_pixels:
+                raise TooLarge(f"image is {w}x{h} pixels; the limit is {max_pixels} pixels")
             img.load()
             img = ImageOps.exif_transpose(img)
             return to_rgb(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise TooLarge(f"image has too many pixels; the limit is {MAX_PIXELS}") from None
+        raise TooLarge(f"image has too many pixels; the limit is {max_pixels}") from None
     except UnidentifiedImageError:
         raise UnsupportedImage("the data is not an image in a supported format (JPEG, PNG, WebP)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt files

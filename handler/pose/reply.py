@@ -40,6 +40,14 @@ def person_json(person: Person, card: Card, threshold: float) -> dict:
     }
 
 
+def models_json(pose_model, detector) -> dict:
+    """The reply's `model` and `detector`: what served it (name, version, quantization, file sha256)."""
+    def describe(m) -> dict:
+        return {"name": m.card.name, "version": m.card.version, "quantization": m.card.quantization,
+                "sha256": m.sha256}
+    return {"model": describe(pose_model), "detector": None if detector is None else describe(detector)}
+
+
 def to_json(found: People, card: Card, threshold: float, image_size: tuple[int, int], models: dict) -> dict:
     """The reply without the annotated image: `people` best first; the top-level `joints`,
     `keypoints` and `region` are those of people[0] (the reply of a one-person service)."""

@@ -1,0 +1,137 @@
+"""The batch function: a batch of photos under an S3 prefix in, one result per photo out.
+
+The state machine (statemachine/batch.asl.json) lists the input prefix and calls this function with
+`{"Items": [{"key", "size", "index"}, ...], "BatchInput": {"job": <the execution's input>, "execution":
+<its name>}}`, where the job is `{"input": {"bucket", "prefix"}, "output": {"bucket", "prefix"}}` and,
+optionally, `return_image`, `threshold`, `max_people`. For each photo it writes
+`<out>results/<key under the input prefix>.json`, the photo's record (pose/records.py: what POST /pose
+answers for it), with `return_image` also `<out>annotated/<same>.png`; for the batch, one part,
+`<out>parts/<execution>/<index of its first item>.json`, which the gather step (gather.py) concatenates.
+
+A photo that is not an image, over the limits, corrupt, gone or unreadable is an error record; keys
+that are not photos (by suffix) or lie under the output prefix are skipped. Only S3 failing after
+boto3's retries fails the batch, and the state machine retries it. The models are loaded once, at import.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from gather import items_text, parts_prefix
+from pose import records
+from pose.errors import ModelError
+from pose.model import load_detector_from_env, load_from_env
+
+logger = Logger()
+PREFETCH = 2  # photos downloaded ahead of the one being estimated (memory: their bytes)
+
+
+def _load_models():
+    try:
+        return load_from_env(), load_detector_from_env()
+    except ModelError as exc:
+        logger.error(f"cold start failed: {exc.message}")
+        raise SystemExit(1) from None
+
+
+MODEL, DETECTOR = _load_models()
+S3 = boto3.client("s3", config=Config(retries={"mode": "standard", "max_attempts": 5},
+                                      max_pool_connections=PREFETCH + 4))
+
+
+def read_photo(s3, bucket: str, key: str, name: str, size: int | None) -> bytes | dict:
+    """The object's bytes, or the error record saying why there are none (S3 failures other than these raise)."""
+    if size is not None and size > records.MAX_BYTES:
+        return records.error_record(name, "too_large", f"the object is {size} bytes; the limit is {records.MAX_BYTES}")
+    try:
+        obj = s3.get_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in ("NoSuchKey", "404"):
+            return records.error_record(name, "not_found", "no such object (deleted after the listing?)")
+        if code in ("AccessDenied", "403"):
+            return records.error_record(name, "forbidden", "access denied to the object")
+        if code == "InvalidObjectState":
+            return records.error_record(name, "unreadable", "the object is archived (restore it first)")
+        raise
+    body = obj["Body"]
+    if obj["ContentLength"] > records.MAX_BYTES:
+        body.close()
+        return records.error_record(name, "too_large",
+                                    f"the object is {obj['ContentLength']} bytes; the limit is {records.MAX_BYTES}")
+    return body.read()
+
+
+def prefetched(fetch, items: list) -> Any:
+    """(item, fetch(item)) in order, with at most PREFETCH + 1 downloads in flight or waiting."""
+    with ThreadPoolExecutor(PREFETCH) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append((item, pool.submit(fetch, item)))
+            if len(pending) > PREFETCH:
+                item, future = pending.popleft()
+                yield item, future.result()
+        while pending:
+            item, future = pending.popleft()
+            yield item, future.result()
+
+
+def run_batch(s3, items: list[dict], job: dict, execution: str, pose, detector) -> dict:
+    """Every photo of the batch -> its result object (and drawing), then the batch's part; the counts."""
+    options = records.Options.from_job(job)
+    source, output = job["input"], job["output"]
+    in_prefix, out_bucket, out_prefix = source.get("prefix", ""), output["bucket"], output["prefix"]
+    photos = [item for item in items
+              if records.is_photo_name(item["key"]) and item["key"].startswith(in_prefix)
+              and not (source["bucket"] == out_bucket and item["key"].startswith(out_prefix))]
+    lines, coco, images = [], [], []
+    categories: list[dict] = []
+    counts = {"photos": len(photos), "people": 0, "errors": 0, "skipped": len(items) - len(photos)}
+
+    def fetch(item: dict) -> bytes | dict:
+        return read_photo(s3, source["bucket"], item["key"], item["key"][len(in_prefix):], item.get("size"))
+
+    for item, fetched in prefetched(fetch, photos):
+        name = item["key"][len(in_prefix):]
+        if isinstance(fetched, dict):
+            record, drawing = fetched, None
+        else:
+            record, drawing = records.photo_record(name, fetched, pose, detector, options)
+        if drawing is not None:
+            media_type, data = drawing
+            annotated = f"annotated/{name}.{'png' if media_type == 'image/png' else 'jpg'}"
+            s3.put_object(Bucket=out_bucket, Key=out_prefix + annotated, Body=data, ContentType=media_type)
+            record["annotated_image"] = annotated
+        line = json.dumps(record, separators=(",", ":"))
+        s3.put_object(Bucket=out_bucket, Key=f"{out_prefix}results/{name}.json", Body=line.encode(),
+                      ContentType="application/json")
+        counts["people"] += len(record["people"])
+        counts["errors"] += record["error"] is not None
+        image_id = item["index"] + 1  # the photo's place in the listing: unique, the same on a retry
+        lines.append(line + "\n")
+        coco += records.coco_results(record, image_id)
+        if (entry := records.image_entry(record, image_id)) is not None:
+            images.append(entry)
+            categories = categories or records.categories(record)
+    first = items[0]["index"] if items else 0
+    part = f"{parts_prefix(out_prefix, execution)}{first:012d}.json"
+    body = {"lines": "".join(lines), "coco": items_text(coco), "images": items_text(images),
+            "categories": categories, **counts}
+    s3.put_object(Bucket=out_bucket, Key=part, Body=json.dumps(body).encode(), ContentType="application/json")
+    return {**counts, "part": part}
+
+
+@logger.inject_lambda_context
+def lambda_handler(event: dict, context: Any) -> dict:
+    batch = event["BatchInput"]
+    summary = run_batch(S3, event["Items"], batch["job"], batch["execution"], MODEL, DETECTOR)
+    logger.info("batch done", extra=summary)
+    return summary

@@ -1,0 +1,340 @@
+"""The batch and gather functions against a real S3 API on loopback: moto in server mode.
+
+No Step Functions engine runs here: the test plays the state machine's part. It lists the input prefix
+as the map's ItemReader does, shapes and batches the items as its ItemSelector and ItemBatcher do
+(statemachine/batch.asl.json), and invokes the functions' handlers in a fresh process (their cold start)
+whose boto3 points at moto (AWS_ENDPOINT_URL_S3), as tests/test_s3_model.py does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+import urllib.request
+
+import boto3
+import pytest
+from PIL import Image
+
+from conftest import DATA, ROOT, served_model
+from test_batch_local import api_reply, assert_same_reply
+
+pytest.importorskip("moto.server")
+from moto.server import ThreadedMotoServer  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "handler"))
+import gather  # noqa: E402
+from pose import records  # noqa: E402
+
+PHOTOS, RESULTS = "photos", "results"
+IN, OUT = "in/", "run/"
+EXECUTION = "test-execution"
+JOB = {"input": {"bucket": PHOTOS, "prefix": IN}, "output": {"bucket": RESULTS, "prefix": OUT}, "return_image": True}
+
+INVOKE = """
+import json, sys
+sys.path.insert(0, "handler")
+spec = json.loads(sys.stdin.read())
+
+class Context:
+    function_name, memory_limit_in_mb, aws_request_id = "BatchFunction", 1769, "test"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:BatchFunction"
+    def get_remaining_time_in_millis(self):
+        return spec.get("time_left_ms", 900_000)
+
+def call(handler, event):
+    try:
+        return handler(event, Context())
+    except Exception as exc:
+        return {"raised": type(exc).__name__, "message": str(exc)}
+
+out = {}
+if spec.get("batches"):
+    import batch
+    out["batches"] = [call(batch.lambda_handler, event) for event in spec["batches"]]
+if spec.get("gather"):
+    import gather
+    out["gather"] = call(gather.lambda_handler, spec["gather"])
+print("RESULT " + json.dumps(out))
+"""
+
+
+def client(endpoint: str, key: str = "testing", secret: str = "testing"):
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=key,
+                        aws_secret_access_key=secret)
+
+
+def invoke(endpoint: str, spec: dict, key: str = "testing", secret: str = "testing") -> dict:
+    """The handlers in a fresh process: the function's environment, the AWS SDK pointed at moto only."""
+    from local.function import detector_path
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MODEL", "DETECTOR", "POWERTOOLS_", "AWS_"))}
+    env = {**clean, "MODEL_PATH": str(served_model()),
+           "DETECTOR_PATH": str(detector_path()) if detector_path().is_file() else "none",
+           "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1769", "POWERTOOLS_LOG_LEVEL": "WARNING",
+           "AWS_ENDPOINT_URL_S3": endpoint, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret,
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+           "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+    done = subprocess.run([sys.executable, "-c", INVOKE], cwd=ROOT, env=env, input=json.dumps(spec),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (line,) = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
+    return json.loads(line[len("RESULT "):])
+
+
+def listed(s3, bucket: str, prefix: str) -> list[dict]:
+    """The items the map hands out: its ItemReader's listing, shaped by its ItemSelector."""
+    contents = s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+    return [{"key": o["Key"], "size": o["Size"], "index": i} for i, o in enumerate(contents)]
+
+
+def batched(items: list[dict], size: int, job: dict = JOB, execution: str = EXECUTION) -> list[dict]:
+    """The events the ItemBatcher makes: Items, and BatchInput with the execution's input and name."""
+    return [{"Items": items[i:i + size], "BatchInput": {"job": job, "execution": execution}}
+            for i in range(0, len(items), size)]
+
+
+def every_key(s3) -> dict[str, list[str]]:
+    return {b["Name"]: sorted(o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=b["Name"])
+                              for o in page.get("Contents", []))
+            for b in s3.list_buckets()["Buckets"]}
+
+
+def huge_png() -> bytes:
+    """A small file that decodes to 80 megapixels (over the batch's 64)."""
+    buf = io.BytesIO()
+    Image.new("1", (10_000, 8_000)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def run(endpoint):
+    """One batch run over the input prefix: three good photos, a broken one, one over the byte limit, one over
+    the pixel limit, one deleted after the listing, a text file; a photo outside the prefix. Batches of 3."""
+    s3 = client(endpoint)
+    for bucket in (PHOTOS, RESULTS):
+        s3.create_bucket(Bucket=bucket)
+    good = {"pose.jpg": DATA / "pose.jpg", "sub/Pilots.jpg": DATA / "Pilots.jpg", "astronaut.png": DATA / "astronaut.png"}
+    for name, path in good.items():
+        s3.upload_file(str(path), PHOTOS, IN + name)
+    s3.put_object(Bucket=PHOTOS, Key=IN + "broken.jpg", Body=(DATA / "pose.jpg").read_bytes()[:300])
+    s3.put_object(Bucket=PHOTOS, Key=IN + "big.jpg", Body=b"\xff\xd8\xff" + bytes(records.MAX_BYTES))
+    s3.put_object(Bucket=PHOTOS, Key=IN + "huge.png", Body=huge_png())
+    s3.put_object(Bucket=PHOTOS, Key=IN + "gone.jpg", Body=(DATA / "pose.jpg").read_bytes())
+    s3.put_object(Bucket=PHOTOS, Key=IN + "notes.txt", Body=b"not a photo")
+    s3.put_object(Bucket=PHOTOS, Key="other/secret.jpg", Body=(DATA / "pose.jpg").read_bytes())
+    items = listed(s3, PHOTOS, IN)
+    s3.delete_object(Bucket=PHOTOS, Key=IN + "gone.jpg")
+    before = every_key(s3)
+    # big.jpg once more without its listed size: the function must then see the size in the GET's reply
+    unlisted = [{**next(i for i in items if i["key"].endswith("big.jpg")), "size": None}]
+    out = invoke(endpoint, {"batches": batched(items, 3) + batched(unlisted, 1, execution="unlisted-size"),
+                            "gather": {"job": JOB, "execution": EXECUTION}})
+    return {"s3": s3, "items": items, "before": before, "after": every_key(s3), "out": out, "good": good}
+
+
+def results_jsonl(run) -> list[dict]:
+    body = run["s3"].get_object(Bucket=RESULTS, Key=OUT + "results.jsonl")["Body"].read().decode()
+    return [json.loads(line) for line in body.splitlines()]
+
+
+def test_every_photo_gets_one_result_and_a_bad_photo_is_an_error_record_not_a_failed_batch(run):
+    batches = run["out"]["batches"]
+    assert all("raised" not in b for b in batches), batches
+    assert sum(b["photos"] for b in batches[:-1]) == 7 and sum(b["skipped"] for b in batches[:-1]) == 1  # notes.txt
+    assert sum(b["errors"] for b in batches[:-1]) == 4
+    by_file = {line["file"]: line for line in results_jsonl(run)}
+    assert sorted(by_file) == sorted(["pose.jpg", "sub/Pilots.jpg", "astronaut.png", "broken.jpg", "big.jpg",
+                                      "huge.png", "gone.jpg"])
+    codes = {name: line["error"]["code"] for name, line in by_file.items() if line["error"]}
+    assert codes == {"broken.jpg": "unsupported_image", "big.jpg": "too_large", "huge.png": "too_large",
+                     "gone.jpg": "not_found"}
+    assert "64000000" in by_file["big.jpg"]["error"]["message"] and "pixels" in by_file["huge.png"]["error"]["message"]
+    # the same object, its size not given by the listing: refused from the GET's Content-Length
+    unlisted = json.loads(run["s3"].get_object(Bucket=RESULTS, Key=OUT + "results/big.jpg.json")["Body"].read())
+    assert unlisted["error"]["code"] == "too_large" and batches[-1]["errors"] == 1
+
+
+def test_each_photo_has_its_result_object_and_annotated_image_under_the_output_prefix(run):
+    s3 = run["s3"]
+    for line in results_jsonl(run):
+        stored = json.loads(s3.get_object(Bucket=RESULTS, Key=f"{OUT}results/{line['file']}.json")["Body"].read())
+        assert stored == line
+        if line["error"] is None:
+            png = s3.get_object(Bucket=RESULTS, Key=OUT + line["annotated_image"])
+            assert png["ContentType"] == "image/png" and png["Body"].read()[:4] == b"\x89PNG"
+    assert s3.head_object(Bucket=RESULTS, Key=OUT + "annotated/sub/Pilots.jpg.png")
+
+
+def test_a_good_photo_gets_what_post_pose_answers_for_it(run, call):
+    by_file = {line["file"]: line for line in results_jsonl(run)}
+    for name, path in run["good"].items():
+        line = dict(by_file[name])
+        assert line.pop("annotated_image") == f"annotated/{name}.png"
+        assert_same_reply(line, api_reply(call, path.read_bytes()))
+
+
+def test_the_gathered_files_follow_the_listing_and_load_with_pycocotools(run):
+    from pycocotools.coco import COCO
+
+    summary = run["out"]["gather"]
+    assert summary["photos"] == 7 and summary["errors"] == 4 and summary["people"] == 3 and summary["parts"] == 3
+    assert summary["results"] == f"s3://{RESULTS}/{OUT}results.jsonl"
+    index_of = {item["key"][len(IN):]: item["index"] for item in run["items"]}
+    found = results_jsonl(run)
+    assert [index_of[line["file"]] for line in found] == sorted(index_of[line["file"]] for line in found)
+    s3 = run["s3"]
+    images = json.loads(s3.get_object(Bucket=RESULTS, Key=OUT + "images.json")["Body"].read())
+    assert {im["file_name"]: im["id"] for im in images["images"]} == {
+        name: index_of[name] + 1 for name in run["good"]}
+    coco = json.loads(s3.get_object(Bucket=RESULTS, Key=OUT + "coco_results.json")["Body"].read())
+    with contextlib.redirect_stdout(io.StringIO()):
+        index = COCO()
+        index.dataset = images
+        index.createIndex()
+        loaded = index.loadRes(coco)
+    assert len(loaded.getAnnIds()) == 3
+    for line in found:
+        if line["error"] is None:
+            (ann,) = loaded.loadAnns(loaded.getAnnIds(imgIds=[index_of[line["file"]] + 1]))
+            assert ann["keypoints"][0::3] == [j["x"] for j in line["people"][0]["joints"]]
+
+
+def test_nothing_is_written_outside_the_output_prefix_and_the_photos_are_untouched(run):
+    before, after = run["before"], run["after"]
+    assert after[PHOTOS] == before[PHOTOS]
+    assert before[RESULTS] == [] and after[RESULTS] and all(k.startswith(OUT) for k in after[RESULTS])
+    assert not any("secret" in k for k in after[RESULTS])
+    assert run["s3"].list_multipart_uploads(Bucket=RESULTS).get("Uploads", []) == []
+
+
+def test_a_job_with_a_bad_parameter_fails_the_batch(endpoint, run):
+    job = {**JOB, "output": {"bucket": RESULTS, "prefix": "bad/"}, "threshold": 2}
+    (batch,) = invoke(endpoint, {"batches": batched(run["items"][:2], 2, job=job)})["batches"]
+    assert batch["raised"] == "BadParameter" and "threshold" in batch["message"]
+    assert run["s3"].list_objects_v2(Bucket=RESULTS, Prefix="bad/")["KeyCount"] == 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# The IAM policies of template.yaml, enforced by moto
+
+
+def function_statements(logical_id: str, parameters: dict) -> list[dict]:
+    """The S3 statements of a function's role as CloudFormation would deploy them with `parameters`."""
+    from samcli.yamlhelper import yaml_parse
+
+    from test_template import TEMPLATE, translate
+
+    role = translate(yaml_parse(TEMPLATE.read_text()))["Resources"][f"{logical_id}Role"]["Properties"]
+    values = {"AWS::Partition": "aws", **parameters}
+
+    def sub(node):
+        if isinstance(node, dict) and set(node) == {"Fn::Sub"}:
+            text = node["Fn::Sub"]
+            for name, value in values.items():
+                text = text.replace("${%s}" % name, value)
+            assert "${" not in text, text
+            return text
+        if isinstance(node, dict):
+            return {k: sub(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [sub(v) for v in node]
+        return node
+
+    return [sub(s) for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]
+            if any(a.startswith("s3:") for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"]))]
+
+
+@pytest.fixture()
+def user_with(endpoint, run):
+    """Makes an IAM user with a policy and switches moto's auth on; off again afterwards."""
+    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                       aws_secret_access_key="testing")
+
+    def make(name: str, statements: list[dict]) -> tuple[str, str]:
+        iam.create_user(UserName=name)
+        iam.put_user_policy(UserName=name, PolicyName="p",
+                            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}))
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        return key["AccessKeyId"], key["SecretAccessKey"]
+
+    def auth(count: str) -> None:
+        request = urllib.request.Request(f"{endpoint}/moto-api/reset-auth", data=count.encode(), method="POST",
+                                         headers={"Content-Type": "text/plain"})
+        urllib.request.urlopen(request, timeout=10).read()
+
+    yield make, auth
+    auth("inf")
+
+
+def test_the_batch_function_needs_nothing_beyond_its_template_policy(endpoint, run, user_with):
+    make, auth = user_with
+    params = {"BatchInputBucket": PHOTOS, "BatchInputPrefix": IN, "BatchOutputBucket": RESULTS,
+              "BatchOutputPrefix": "scoped/"}
+    statements = function_statements("BatchFunction", params)
+    assert {(s["Action"], s["Resource"]) for s in statements} == {
+        ("s3:GetObject", f"arn:aws:s3:::{PHOTOS}/{IN}*"), ("s3:PutObject", f"arn:aws:s3:::{RESULTS}/scoped/*")}
+    scoped = make("batch-function", statements)
+    narrower = make("batch-function-elsewhere", function_statements("BatchFunction",
+                                                                    {**params, "BatchOutputPrefix": "elsewhere/"}))
+    good = [i for i in run["items"] if i["key"].endswith(("pose.jpg", "astronaut.png"))]
+    job = {**JOB, "output": {"bucket": RESULTS, "prefix": "scoped/"}, "return_image": False}
+    auth("0")
+    (allowed,) = invoke(endpoint, {"batches": batched(good, 2, job=job)}, *scoped)["batches"]
+    (denied,) = invoke(endpoint, {"batches": batched(good, 2, job=job)}, *narrower)["batches"]
+    auth("inf")
+    assert allowed == {"photos": 2, "people": 2, "errors": 0, "skipped": 0,
+                       "part": f"scoped/parts/{EXECUTION}/{good[0]['index']:012d}.json"}
+    assert "AccessDenied" in denied["raised"] + denied["message"]  # the policy, not broken auth, decides
+
+
+# ---------------------------------------------------------------------------------------------------
+# The gather, in this process (it imports no model)
+
+
+def test_the_gather_streams_large_files_as_multipart_uploads(endpoint, run):
+    """30 parts of ~0.4 MB make a results.jsonl over one 8 MiB part: uploaded in parts, read back whole."""
+    s3 = client(endpoint)
+    prefix, execution = "big-run/", "many"
+    line = json.dumps({"file": "x", "people": [], "error": None, "pad": "p" * 400}) + "\n"
+    for n in range(30):
+        part = {"lines": line * 1000, "coco": gather.items_text([{"image_id": n + 1, "category_id": 1,
+                                                                  "keypoints": [1, 2, 0.5], "score": 0.5}]),
+                "images": gather.items_text([{"id": n + 1, "file_name": f"{n}.jpg", "width": 1, "height": 1}]),
+                "categories": [{"id": 1, "name": "person"}], "photos": 1000, "people": 1, "errors": 0, "skipped": 0}
+        s3.put_object(Bucket=RESULTS, Key=f"{gather.parts_prefix(prefix, execution)}{n * 1000:012d}.json",
+                      Body=json.dumps(part).encode())
+    summary = gather.gather_s3(s3, RESULTS, prefix, execution)
+    assert summary["parts"] == 30 and summary["photos"] == 30_000
+    results = s3.get_object(Bucket=RESULTS, Key=prefix + "results.jsonl")["Body"].read()
+    assert results == (line * 30_000).encode() and len(results) > gather.PART_BYTES
+    coco = json.loads(s3.get_object(Bucket=RESULTS, Key=prefix + "coco_results.json")["Body"].read())
+    assert [r["image_id"] for r in coco] == list(range(1, 31))
+    images = json.loads(s3.get_object(Bucket=RESULTS, Key=prefix + "images.json")["Body"].read())
+    assert [im["id"] for im in images["images"]] == list(range(1, 31)) and images["categories"][0]["id"] == 1
+
+
+def test_a_gather_out_of_time_stops_clearly_and_changes_no_file(endpoint, run):
+    s3 = client(endpoint)
+    before = results_jsonl(run)
+    with pytest.raises(TimeoutError, match="ran out of time after 0 parts"):
+        gather.gather_s3(s3, RESULTS, OUT, EXECUTION, lambda: gather.MARGIN_MS - 1)
+    out = invoke(endpoint, {"gather": {"job": JOB, "execution": EXECUTION}, "time_left_ms": 1000})
+    assert out["gather"]["raised"] == "TimeoutError" and "0 parts" in out["gather"]["message"]
+    assert results_jsonl(run) == before
+    assert s3.list_multipart_uploads(Bucket=RESULTS).get("Uploads", []) == []
