@@ -32,6 +32,7 @@ from pose.model import load_detector_from_env, load_from_env
 
 logger = Logger()
 PREFETCH = 2  # photos downloaded ahead of the one being estimated (memory: their bytes)
+WRITERS = 4  # results and drawings being uploaded while the next photos are estimated
 
 
 def _load_models():
@@ -44,7 +45,7 @@ def _load_models():
 
 MODEL, DETECTOR = _load_models()
 S3 = boto3.client("s3", config=Config(retries={"mode": "standard", "max_attempts": 5},
-                                      max_pool_connections=PREFETCH + 4))
+                                      max_pool_connections=PREFETCH + WRITERS + 2))
 
 
 def read_photo(s3, bucket: str, key: str, name: str, size: int | None) -> bytes | dict:
@@ -99,28 +100,33 @@ def run_batch(s3, items: list[dict], job: dict, execution: str, pose, detector) 
     def fetch(item: dict) -> bytes | dict:
         return read_photo(s3, source["bucket"], item["key"], item["key"][len(in_prefix):], item.get("size"))
 
-    for item, fetched in prefetched(fetch, photos):
-        name = item["key"][len(in_prefix):]
-        if isinstance(fetched, dict):
-            record, drawing = fetched, None
-        else:
-            record, drawing = records.photo_record(name, fetched, pose, detector, options)
-        if drawing is not None:
-            media_type, data = drawing
-            annotated = f"annotated/{name}.{'png' if media_type == 'image/png' else 'jpg'}"
-            s3.put_object(Bucket=out_bucket, Key=out_prefix + annotated, Body=data, ContentType=media_type)
-            record["annotated_image"] = annotated
-        line = json.dumps(record, separators=(",", ":"))
-        s3.put_object(Bucket=out_bucket, Key=f"{out_prefix}results/{name}.json", Body=line.encode(),
-                      ContentType="application/json")
-        counts["people"] += len(record["people"])
-        counts["errors"] += record["error"] is not None
-        image_id = item["index"] + 1  # the photo's place in the listing: unique, the same on a retry
-        lines.append(line + "\n")
-        coco += records.coco_results(record, image_id)
-        if (entry := records.image_entry(record, image_id)) is not None:
-            images.append(entry)
-            categories = categories or records.categories(record)
+    def put(key: str, body: bytes, media_type: str):
+        return writer.submit(s3.put_object, Bucket=out_bucket, Key=out_prefix + key, Body=body, ContentType=media_type)
+
+    writes = []
+    with ThreadPoolExecutor(WRITERS) as writer:  # the uploads overlap the next photo's estimate
+        for item, fetched in prefetched(fetch, photos):
+            name = item["key"][len(in_prefix):]
+            if isinstance(fetched, dict):
+                record, drawing = fetched, None
+            else:
+                record, drawing = records.photo_record(name, fetched, pose, detector, options)
+            if drawing is not None:
+                media_type, data = drawing
+                record["annotated_image"] = f"annotated/{name}.{'png' if media_type == 'image/png' else 'jpg'}"
+                writes.append(put(record["annotated_image"], data, media_type))
+            line = json.dumps(record, separators=(",", ":"))
+            writes.append(put(f"results/{name}.json", line.encode(), "application/json"))
+            counts["people"] += len(record["people"])
+            counts["errors"] += record["error"] is not None
+            image_id = item["index"] + 1  # the photo's place in the listing: unique, the same on a retry
+            lines.append(line + "\n")
+            coco += records.coco_results(record, image_id)
+            if (entry := records.image_entry(record, image_id)) is not None:
+                images.append(entry)
+                categories = categories or records.categories(record)
+        for write in writes:
+            write.result()  # an upload that failed (after boto3's retries) fails the batch
     first = items[0]["index"] if items else 0
     part = f"{parts_prefix(out_prefix, execution)}{first:012d}.json"
     body = {"lines": "".join(lines), "coco": items_text(coco), "images": items_text(images),

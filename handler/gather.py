@@ -4,13 +4,15 @@ and images.json under the output prefix.
 Each batch (batch.py) writes one part, `<out>parts/<execution>/<index of its first photo>.json`, with
 its photos' lines already rendered and numbered. This function concatenates the parts in the order of
 the listing (the order of the photos) and streams each of the three files to S3, as a multipart upload
-once it passes 8 MiB, so its memory stays at a few parts whatever the number of photos. It imports
+once it passes 16 MiB, so its memory stays at a few parts whatever the number of photos. It imports
 nothing of the pose core, so it needs no layer. The folder CLI (local/batch.py) writes the same three
 files through the same `Gathered` writer.
 
 Invoked by the state machine with `{"job": <the execution's input>, "execution": <its name>}`.
 One invocation has Lambda's 15 minutes: when the parts do not fit, it stops with an error naming how far
-it got and leaves no half-written file (README, Batch: how far one gather goes).
+it got and leaves no half-written file; then run the same gather from a machine, without that limit:
+
+    python handler/gather.py s3://bucket/output-prefix/ EXECUTION_NAME
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator
 
-PART_BYTES = 8 * 1024 * 1024  # S3 multipart parts (at least 5 MiB each but the last; 10,000 at most: 80 GB)
+PART_BYTES = 16 * 1024 * 1024  # S3 multipart parts (at least 5 MiB each but the last; 10,000 at most: 160 GiB)
 READERS = 32  # parts downloaded at once
 MARGIN_MS = 30_000  # stop and clean up when less than this is left of the invocation
 OUTPUTS = (("results.jsonl", "application/x-ndjson"), ("coco_results.json", "application/json"),
@@ -164,3 +166,14 @@ def lambda_handler(event: dict, context: Any) -> dict:
                         context.get_remaining_time_in_millis)
     print(json.dumps({"message": "gathered", **summary}))
     return summary
+
+
+if __name__ == "__main__":  # the same gather from any machine (no 15-minute limit)
+    import sys
+
+    import boto3
+
+    if len(sys.argv) != 3 or not sys.argv[1].startswith("s3://") or not sys.argv[1].endswith("/"):
+        sys.exit("usage: python handler/gather.py s3://bucket/output-prefix/ EXECUTION_NAME")
+    out_bucket, _, out_prefix = sys.argv[1][5:].partition("/")
+    print(json.dumps(gather_s3(boto3.client("s3"), out_bucket, out_prefix, sys.argv[2])))

@@ -68,8 +68,10 @@ def _start_worker(env: dict, folder: str, out: str, options: records.Options) ->
                    out=Path(out), options=options, ready=time.time())
 
 
-def _one(name: str) -> tuple[str, float]:
-    """One photo -> its results.jsonl line (writing its drawing when asked), and when this worker was ready."""
+def _one(name: str) -> tuple[str, float, float]:
+    """One photo -> its results.jsonl line (writing its drawing when asked), when this worker was ready, and
+    the CPU seconds the photo took in this worker (all its threads)."""
+    cpu = time.process_time()
     path = _worker["folder"] / name
     try:
         size = path.stat().st_size
@@ -87,7 +89,7 @@ def _one(name: str) -> tuple[str, float]:
                 (_worker["out"] / annotated).parent.mkdir(parents=True, exist_ok=True)
                 (_worker["out"] / annotated).write_bytes(image)
                 record["annotated_image"] = annotated
-    return json.dumps(record, separators=(",", ":")), _worker["ready"]
+    return json.dumps(record, separators=(",", ":")), _worker["ready"], time.process_time() - cpu
 
 
 def write_index(out: Path) -> None:
@@ -118,7 +120,7 @@ def run(folder: Path, out: Path, workers: int, threads: int, options: records.Op
            "DETECTOR_PATH": os.getenv("DETECTOR_PATH") or (str(detector) if detector.is_file() else "none")}
     summary = {"photos": 0, "people": 0, "errors": 0, "skipped": len(photos) - len(todo), "interrupted": False}
     started = time.time()
-    ready = float("inf")
+    ready, cpu_total = float("inf"), 0.0
     with open(out / RESULTS, "a", encoding="utf-8") as results, \
             tqdm(total=len(todo), unit="photo", disable=None, dynamic_ncols=True) as bar:
         pool = ProcessPoolExecutor(max(1, min(workers, len(todo))), mp_context=multiprocessing.get_context("spawn"),
@@ -135,7 +137,8 @@ def run(folder: Path, out: Path, workers: int, threads: int, options: records.Op
                     break
                 finished, running = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    line, worker_ready = future.result()
+                    line, worker_ready, cpu_s = future.result()
+                    cpu_total += cpu_s
                     results.write(line + "\n")
                     results.flush()
                     record = json.loads(line)
@@ -152,6 +155,7 @@ def run(folder: Path, out: Path, workers: int, threads: int, options: records.Op
     summary["seconds"] = round(ended - started, 2)
     # the rate once the first worker had loaded its models: what a warm function does
     summary["photos_per_s"] = round(summary["photos"] / (ended - ready), 2) if summary["photos"] else 0.0
+    summary["cpu_ms_per_photo"] = round(1e3 * cpu_total / summary["photos"], 1) if summary["photos"] else 0.0
     summary["workers"], summary["threads"] = workers, threads
     if (out / RESULTS).stat().st_size:
         write_index(out)

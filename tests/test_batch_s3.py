@@ -308,11 +308,11 @@ def test_the_batch_function_needs_nothing_beyond_its_template_policy(endpoint, r
 
 
 def test_the_gather_streams_large_files_as_multipart_uploads(endpoint, run):
-    """30 parts of ~0.4 MB make a results.jsonl over one 8 MiB part: uploaded in parts, read back whole."""
+    """40 parts of ~0.45 MB make a results.jsonl over one 16 MiB part: uploaded in parts, read back whole."""
     s3 = client(endpoint)
     prefix, execution = "big-run/", "many"
     line = json.dumps({"file": "x", "people": [], "error": None, "pad": "p" * 400}) + "\n"
-    for n in range(30):
+    for n in range(40):
         part = {"lines": line * 1000, "coco": gather.items_text([{"image_id": n + 1, "category_id": 1,
                                                                   "keypoints": [1, 2, 0.5], "score": 0.5}]),
                 "images": gather.items_text([{"id": n + 1, "file_name": f"{n}.jpg", "width": 1, "height": 1}]),
@@ -320,13 +320,13 @@ def test_the_gather_streams_large_files_as_multipart_uploads(endpoint, run):
         s3.put_object(Bucket=RESULTS, Key=f"{gather.parts_prefix(prefix, execution)}{n * 1000:012d}.json",
                       Body=json.dumps(part).encode())
     summary = gather.gather_s3(s3, RESULTS, prefix, execution)
-    assert summary["parts"] == 30 and summary["photos"] == 30_000
+    assert summary["parts"] == 40 and summary["photos"] == 40_000
     results = s3.get_object(Bucket=RESULTS, Key=prefix + "results.jsonl")["Body"].read()
-    assert results == (line * 30_000).encode() and len(results) > gather.PART_BYTES
+    assert results == (line * 40_000).encode() and len(results) > gather.PART_BYTES
     coco = json.loads(s3.get_object(Bucket=RESULTS, Key=prefix + "coco_results.json")["Body"].read())
-    assert [r["image_id"] for r in coco] == list(range(1, 31))
+    assert [r["image_id"] for r in coco] == list(range(1, 41))
     images = json.loads(s3.get_object(Bucket=RESULTS, Key=prefix + "images.json")["Body"].read())
-    assert [im["id"] for im in images["images"]] == list(range(1, 31)) and images["categories"][0]["id"] == 1
+    assert [im["id"] for im in images["images"]] == list(range(1, 41)) and images["categories"][0]["id"] == 1
 
 
 def test_a_gather_out_of_time_stops_clearly_and_changes_no_file(endpoint, run):
@@ -338,3 +338,89 @@ def test_a_gather_out_of_time_stops_clearly_and_changes_no_file(endpoint, run):
     assert out["gather"]["raised"] == "TimeoutError" and "0 parts" in out["gather"]["message"]
     assert results_jsonl(run) == before
     assert s3.list_multipart_uploads(Bucket=RESULTS).get("Uploads", []) == []
+    # the same gather from a machine, without the function's time limit
+    command, env = start_command(endpoint)
+    done = subprocess.run([sys.executable, "handler/gather.py", f"s3://{RESULTS}/{OUT}", EXECUTION], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["photos"] == 7 and results_jsonl(run) == before
+
+
+# ---------------------------------------------------------------------------------------------------
+# make batch-s3 (local/batch_s3.py) against moto's CloudFormation and Step Functions. moto records the
+# execution and its input but runs nothing: the execution stays RUNNING until it is stopped.
+
+
+@pytest.fixture(scope="module")
+def stack(endpoint):
+    """A stack with the outputs a deployed batch stack has, and a state machine of the real definition."""
+    aws = {"endpoint_url": endpoint, "region_name": "us-east-1", "aws_access_key_id": "testing",
+           "aws_secret_access_key": "testing"}
+    sfn = boto3.client("stepfunctions", **aws)
+    from test_batch_template import EXAMPLE, definition_with
+
+    machine = sfn.create_state_machine(name="pose-batch", definition=json.dumps(definition_with(EXAMPLE)),
+                                       roleArn="arn:aws:iam::123456789012:role/pose-batch")["stateMachineArn"]
+    outputs = {"BatchStateMachineArn": machine, "BatchInputUri": f"s3://{PHOTOS}/{IN}",
+               "BatchOutputUri": f"s3://{RESULTS}/{OUT}"}
+    body = {"Resources": {"Queue": {"Type": "AWS::SQS::Queue"}},
+            "Outputs": {k: {"Value": v} for k, v in outputs.items()}}
+    boto3.client("cloudformation", **aws).create_stack(StackName="pose", TemplateBody=json.dumps(body))
+    return sfn, machine
+
+
+def start_command(endpoint: str, *args: str) -> tuple[list[str], dict]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env = {**clean, "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+           "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+    return [sys.executable, "-m", "local.batch_s3", *args, "--stack", "pose"], env
+
+
+def test_make_batch_s3_starts_an_execution_with_the_job_and_prints_its_console_link(endpoint, stack):
+    sfn, machine = stack
+    command, env = start_command(endpoint, f"s3://{PHOTOS}/{IN}sub", f"s3://{RESULTS}/{OUT}today/", "--images",
+                                 "--threshold", "0.5", "--no-wait", "--name", "first")
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (execution,) = sfn.list_executions(stateMachineArn=machine)["executions"]
+    assert execution["name"] == "first"
+    assert json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"]) == {
+        "input": {"bucket": PHOTOS, "prefix": IN + "sub/"}, "output": {"bucket": RESULTS, "prefix": OUT + "today/"},
+        "return_image": True, "max_people": records.MAX_PEOPLE, "threshold": 0.5}
+    assert "https://us-east-1.console.aws.amazon.com/states/home?region=us-east-1#/v2/executions/details/" \
+           "arn%3Aaws%3Astates%3Aus-east-1%3A" in done.stdout
+
+
+@pytest.mark.parametrize("source, target, says", [
+    (f"s3://{PHOTOS}/other/", f"s3://{RESULTS}/{OUT}", "may read only under"),
+    (f"s3://{RESULTS}/{IN}", f"s3://{RESULTS}/{OUT}", "may read only under"),
+    (f"s3://{PHOTOS}/{IN}", f"s3://{RESULTS}/elsewhere/", "may write only under"),
+    (f"s3://{PHOTOS}/{IN}", "results/run/", "is not an s3://bucket/prefix/ URI"),
+])
+def test_make_batch_s3_refuses_what_the_stack_cannot_reach(endpoint, stack, source, target, says):
+    sfn, machine = stack
+    before = len(sfn.list_executions(stateMachineArn=machine)["executions"])
+    command, env = start_command(endpoint, source, target, "--no-wait")
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr
+    assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == before
+
+
+def test_make_batch_s3_waits_until_the_execution_ends_and_says_how(endpoint, stack):
+    sfn, machine = stack
+    command, env = start_command(endpoint, f"s3://{PHOTOS}/{IN}", f"s3://{RESULTS}/{OUT}", "--name", "waited",
+                                 "--poll", "0.2")
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        arn = None
+        while arn is None:
+            assert process.poll() is None, process.communicate()
+            arn = next((e["executionArn"] for e in sfn.list_executions(stateMachineArn=machine)["executions"]
+                        if e["name"] == "waited"), None)
+        sfn.stop_execution(executionArn=arn)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1 and "execution ABORTED" in stdout, stdout + stderr[-2000:]
