@@ -32,6 +32,7 @@ from pose.model import load_detector_from_env, load_from_env
 
 logger = Logger()
 PREFETCH = 2  # photos downloaded ahead of the one being estimated (memory: their bytes)
+MARGIN_MS = 20_000  # photos not started with less than this left of the invocation are recorded as timed out
 WRITERS = 4  # results and drawings being uploaded while the next photos are estimated
 
 
@@ -85,8 +86,10 @@ def prefetched(fetch, items: list) -> Any:
             yield item, future.result()
 
 
-def run_batch(s3, items: list[dict], job: dict, execution: str, pose, detector) -> dict:
-    """Every photo of the batch -> its result object (and drawing), then the batch's part; the counts."""
+def run_batch(s3, items: list[dict], job: dict, execution: str, pose, detector,
+              time_left_ms=lambda: float("inf")) -> dict:
+    """Every photo of the batch -> its result object (and drawing), then the batch's part; the counts.
+    Photos not started while less than MARGIN_MS is left are `timeout` records: the batch still ends well."""
     options = records.Options.from_job(job)
     source, output = job["input"], job["output"]
     in_prefix, out_bucket, out_prefix = source.get("prefix", ""), output["bucket"], output["prefix"]
@@ -107,7 +110,10 @@ def run_batch(s3, items: list[dict], job: dict, execution: str, pose, detector) 
     with ThreadPoolExecutor(WRITERS) as writer:  # the uploads overlap the next photo's estimate
         for item, fetched in prefetched(fetch, photos):
             name = item["key"][len(in_prefix):]
-            if isinstance(fetched, dict):
+            if time_left_ms() < MARGIN_MS:
+                record, drawing = records.error_record(name, "timeout", "the batch ran out of time before this "
+                                                       "photo; run it again, or with a smaller BatchSize"), None
+            elif isinstance(fetched, dict):
                 record, drawing = fetched, None
             else:
                 record, drawing = records.photo_record(name, fetched, pose, detector, options)
@@ -138,6 +144,7 @@ def run_batch(s3, items: list[dict], job: dict, execution: str, pose, detector) 
 @logger.inject_lambda_context
 def lambda_handler(event: dict, context: Any) -> dict:
     batch = event["BatchInput"]
-    summary = run_batch(S3, event["Items"], batch["job"], batch["execution"], MODEL, DETECTOR)
+    summary = run_batch(S3, event["Items"], batch["job"], batch["execution"], MODEL, DETECTOR,
+                        context.get_remaining_time_in_millis)
     logger.info("batch done", extra=summary)
     return summary

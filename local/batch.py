@@ -115,9 +115,8 @@ def run(folder: Path, out: Path, workers: int, threads: int, options: records.Op
     photos = photos_in(folder, skip=out)
     done = done_in(out / RESULTS)
     todo = [p for p in photos if p not in done]
-    detector = function.detector_path()
     env = {"MODEL_PATH": os.getenv("MODEL_PATH") or str(function.model_path()), "MODEL_THREADS": str(threads),
-           "DETECTOR_PATH": os.getenv("DETECTOR_PATH") or (str(detector) if detector.is_file() else "none")}
+           "DETECTOR_PATH": os.getenv("DETECTOR_PATH") or str(function.detector_path())}
     summary = {"photos": 0, "people": 0, "errors": 0, "skipped": len(photos) - len(todo), "interrupted": False}
     started = time.time()
     ready, cpu_total = float("inf"), 0.0

@@ -75,7 +75,7 @@ def invoke(endpoint: str, spec: dict, key: str = "testing", secret: str = "testi
 
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MODEL", "DETECTOR", "POWERTOOLS_", "AWS_"))}
     env = {**clean, "MODEL_PATH": str(served_model()),
-           "DETECTOR_PATH": str(detector_path()) if detector_path().is_file() else "none",
+           "DETECTOR_PATH": str(detector_path()),
            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1769", "POWERTOOLS_LOG_LEVEL": "WARNING",
            "AWS_ENDPOINT_URL_S3": endpoint, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret,
            "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
@@ -193,10 +193,12 @@ def test_the_gathered_files_follow_the_listing_and_load_with_pycocotools(run):
     from pycocotools.coco import COCO
 
     summary = run["out"]["gather"]
-    assert summary["photos"] == 7 and summary["errors"] == 4 and summary["people"] == 3 and summary["parts"] == 3
+    found = results_jsonl(run)
+    people = sum(len(line["people"]) for line in found)
+    assert summary["photos"] == 7 and summary["errors"] == 4 and summary["parts"] == 3
+    assert summary["people"] == people >= 3
     assert summary["results"] == f"s3://{RESULTS}/{OUT}results.jsonl"
     index_of = {item["key"][len(IN):]: item["index"] for item in run["items"]}
-    found = results_jsonl(run)
     assert [index_of[line["file"]] for line in found] == sorted(index_of[line["file"]] for line in found)
     s3 = run["s3"]
     images = json.loads(s3.get_object(Bucket=RESULTS, Key=OUT + "images.json")["Body"].read())
@@ -208,11 +210,12 @@ def test_the_gathered_files_follow_the_listing_and_load_with_pycocotools(run):
         index.dataset = images
         index.createIndex()
         loaded = index.loadRes(coco)
-    assert len(loaded.getAnnIds()) == 3
+    assert len(loaded.getAnnIds()) == people
     for line in found:
-        if line["error"] is None:
-            (ann,) = loaded.loadAnns(loaded.getAnnIds(imgIds=[index_of[line["file"]] + 1]))
-            assert ann["keypoints"][0::3] == [j["x"] for j in line["people"][0]["joints"]]
+        anns = loaded.loadAnns(loaded.getAnnIds(imgIds=[index_of[line["file"]] + 1]))
+        assert len(anns) == len(line["people"])
+        for ann, person in zip(anns, line["people"]):
+            assert ann["keypoints"][0::3] == [j["x"] for j in person["joints"]] and ann["score"] == person["score"]
 
 
 def test_nothing_is_written_outside_the_output_prefix_and_the_photos_are_untouched(run):
@@ -221,6 +224,17 @@ def test_nothing_is_written_outside_the_output_prefix_and_the_photos_are_untouch
     assert before[RESULTS] == [] and after[RESULTS] and all(k.startswith(OUT) for k in after[RESULTS])
     assert not any("secret" in k for k in after[RESULTS])
     assert run["s3"].list_multipart_uploads(Bucket=RESULTS).get("Uploads", []) == []
+
+
+def test_photos_a_batch_has_no_time_left_for_are_timeout_records_and_the_batch_ends_well(endpoint, run):
+    job = {**JOB, "output": {"bucket": RESULTS, "prefix": "late/"}}
+    out = invoke(endpoint, {"batches": batched(run["items"][:3], 3, job=job), "time_left_ms": 10_000})
+    (batch,) = out["batches"]
+    assert batch["photos"] == batch["errors"] == 3 and batch["people"] == 0
+    for item in run["items"][:3]:
+        name = item["key"][len(IN):]
+        record = json.loads(run["s3"].get_object(Bucket=RESULTS, Key=f"late/results/{name}.json")["Body"].read())
+        assert record["error"]["code"] == "timeout" and "BatchSize" in record["error"]["message"]
 
 
 def test_a_job_with_a_bad_parameter_fails_the_batch(endpoint, run):
@@ -298,8 +312,8 @@ def test_the_batch_function_needs_nothing_beyond_its_template_policy(endpoint, r
     (allowed,) = invoke(endpoint, {"batches": batched(good, 2, job=job)}, *scoped)["batches"]
     (denied,) = invoke(endpoint, {"batches": batched(good, 2, job=job)}, *narrower)["batches"]
     auth("inf")
-    assert allowed == {"photos": 2, "people": 2, "errors": 0, "skipped": 0,
-                       "part": f"scoped/parts/{EXECUTION}/{good[0]['index']:012d}.json"}
+    assert allowed["people"] >= 2 and {k: v for k, v in allowed.items() if k != "people"} == {
+        "photos": 2, "errors": 0, "skipped": 0, "part": f"scoped/parts/{EXECUTION}/{good[0]['index']:012d}.json"}
     assert "AccessDenied" in denied["raised"] + denied["message"]  # the policy, not broken auth, decides
 
 
