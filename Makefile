@@ -13,7 +13,7 @@ SB_NAME := simple-baselines-$(SB_ARCH)-$(SB_DATASET)
 EVENT ?= events/pose-json.json
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help venv demo test serve invoke events layers validate sam-build deploy-web model export report bench batch batch-s3 bench-batch clean
+.PHONY: help venv demo test serve invoke events layers validate sam-build deploy-web model export report bench batch batch-s3 bench-batch limits clean
 
 help:
 	@echo "make demo     set up, build the layers, run the function on a bundled photo (out/annotated.png)"
@@ -27,6 +27,7 @@ help:
 	@echo "make batch    every photo in a folder: IN=folder OUT=folder (WORKERS=, THREADS=, IMAGES=1); resumable"
 	@echo "make batch-s3 every photo under an S3 prefix on the stack's state machine: IN=s3://... OUT=s3://... STACK=..."
 	@echo "make bench-batch photos per second of the batch code at 1 and 2 vCPUs (1769 and 3538 MB)"
+	@echo "make limits   the worst inputs the function accepts and hostile ones, each timed and measured (peak memory)"
 	@echo "make model    rebuild models/int8/*.int8.onnx from models/*.onnx (ONLY=name, CHECK=1)"
 	@echo "make export   Simple Baselines -> ONNX -> INT8 in out/models (SB_CKPT=checkpoint, SB_ARCH, SB_DATASET)"
 	@echo "make validate sam validate (lint and full)"
@@ -112,6 +113,10 @@ batch-s3: $(VENV)/.installed
 # Photos per second of the batch code pinned to 1 and 2 cores (build/bench_batch.py; PHOTOS=, ROUNDS=).
 bench-batch: $(VENV)/.installed
 	$(PY) build/bench_batch.py $(if $(PHOTOS),--photos $(PHOTOS)) $(if $(ROUNDS),--rounds $(ROUNDS))
+
+# The worst legal inputs and hostile ones, each in a fresh process at 1 thread: time and peak RSS (ONLY="case").
+limits: $(VENV)/.installed
+	$(PY) build/limits.py $(if $(ONLY),--only "$(ONLY)")
 
 clean:
 	rm -rf out layers/*/build .aws-sam

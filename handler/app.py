@@ -86,7 +86,8 @@ def get_health() -> Response:
 
 @app.exception_handler(PoseError)
 def on_pose_error(exc: PoseError) -> Response:
-    logger.info("request rejected", extra={"status": exc.status, "error_code": exc.code})
+    cause = {"cause": exc.cause} if exc.cause else {}
+    logger.info("request rejected", extra={"status": exc.status, "error_code": exc.code, **cause})
     return _json(exc.status, {"error": {"code": exc.code, "message": exc.message}})
 
 

@@ -2,14 +2,16 @@
 
 
 class PoseError(Exception):
-    """Base class: a message safe to show to the caller, and an HTTP status."""
+    """Base class: a message safe to show to the caller, an HTTP status, and optionally a cause for
+    the logs only (what raised, never request data)."""
 
     status = 500
     code = "internal_error"
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, cause: str | None = None):
         super().__init__(message)
         self.message = message
+        self.cause = cause
 
 
 class BadRequest(PoseError):
