@@ -48,7 +48,8 @@ _warm = False
 
 
 def _json(status: int, payload: dict) -> Response:
-    return Response(status_code=status, content_type="application/json", body=json.dumps(payload),
+    """A JSON response; NaN or infinity anywhere in it raises (a 500) rather than reach a client as invalid JSON."""
+    return Response(status_code=status, content_type="application/json", body=json.dumps(payload, allow_nan=False),
                     headers=SECURITY_HEADERS)
 
 

@@ -2,7 +2,10 @@
 
 Two body shapes: JSON ``{"image": "<base64 or data URL>", ...}``, or the photo itself (a raw
 ``image/jpeg``, ``image/png`` or ``image/webp`` body, base64-encoded by API Gateway's binary media
-types) with the parameters in the query string. Unknown JSON fields are ignored.
+types) with the parameters in the query string. Unknown JSON fields are ignored; a leading UTF-8 BOM
+is skipped; JSON nested deeper than MAX_JSON_DEPTH is refused (400) before it is parsed. Headers and
+query parameters are read from both of the event's maps, single- and multi-value: API Gateway may
+send either alone.
 """
 
 from __future__ import annotations
@@ -10,8 +13,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from pose import image
 from pose.errors import BadParameter, BadRequest, TooLarge, UnsupportedImage
@@ -21,6 +27,10 @@ RAW_TYPES = ("image/jpeg", "image/png", "image/webp")
 MAX_BODY_CHARS = 6 * 1024 * 1024  # API Gateway's payload limit
 MAX_IMAGE_B64_CHARS = (image.MAX_BYTES + 2) // 3 * 4
 PEOPLE_LIMIT = 20  # the largest max_people a request may ask for
+MAX_JSON_DEPTH = 64  # arrays and objects nested deeper are refused (400): no field needs more than 2
+PARAMETERS = ("threshold", "return_image", "max_people")
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")  # ASCII digits only
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -36,8 +46,7 @@ def parse(event, default_threshold: float) -> PoseRequest:
     body = event.body or ""
     if len(body) > MAX_BODY_CHARS:
         raise TooLarge(f"the request body is over {MAX_BODY_CHARS} bytes")
-    content_type = (event.headers or {}).get("content-type") or (event.headers or {}).get("Content-Type") or ""
-    content_type = content_type.split(";")[0].strip().lower()
+    content_type = _header(event, "content-type").split(";")[0].strip().lower()
     if content_type in RAW_TYPES:
         if not body:
             raise BadRequest(f"the request body is empty; send the {content_type} image as the body")
@@ -46,14 +55,18 @@ def parse(event, default_threshold: float) -> PoseRequest:
                              "(API Gateway binary media types)")
         if len(body) > MAX_IMAGE_B64_CHARS:
             raise TooLarge(f"the image is over {image.MAX_BYTES} bytes")
-        return _request(_b64decode(body, "the body"), event.query_string_parameters or {}, default_threshold)
+        return _request(_b64decode(body, "the body"), _query(event), default_threshold)
     if content_type.startswith("image/"):
         raise UnsupportedImage(f"Content-Type {content_type} is not supported; send one of {', '.join(RAW_TYPES)}")
     text = _b64decode(body, "the body").decode("utf-8", "replace") if event.is_base64_encoded else body
+    text = text.removeprefix("\ufeff")
     if not text.strip():
         raise BadRequest("the request body is empty; send JSON {\"image\": \"<base64>\"} or a raw image")
+    if _json_depth(text) > MAX_JSON_DEPTH:
+        raise BadRequest(f"the request body is JSON nested over {MAX_JSON_DEPTH} levels deep; the limit is "
+                         f"{MAX_JSON_DEPTH}")
     try:
-        doc = json.loads(text)
+        doc = json.loads(text, parse_int=_json_int)
     except ValueError:
         raise BadRequest("the request body is not valid JSON") from None
     except RecursionError:
@@ -61,6 +74,45 @@ def parse(event, default_threshold: float) -> PoseRequest:
     if not isinstance(doc, dict):
         raise BadRequest("the JSON body must be an object with an 'image' field")
     return _request(None, doc, default_threshold)
+
+
+def _header(event, name: str) -> str:
+    """A header's value from the single-value map, else the last of the multi-value map's; "" when absent."""
+    value = event.headers.get(name)
+    if value is None:
+        values = event.multi_value_headers.get(name)
+        value = values[-1] if isinstance(values, list) and values else None
+    return value if isinstance(value, str) else ""
+
+
+def _query(event) -> dict:
+    """The query parameters the service reads, from either map; one given twice with two values is refused."""
+    single = event.query_string_parameters or {}
+    multi = event.multi_value_query_string_parameters or {}
+    params = {}
+    for name in PARAMETERS:
+        values = multi.get(name) if isinstance(multi.get(name), list) else []
+        if len(set(values)) > 1:
+            raise BadParameter(f"'{name}' is given {len(values)} times with different values; give it once")
+        value = single.get(name, values[-1] if values else None)
+        if value is not None:
+            params[name] = value
+    return params
+
+
+def _json_depth(text: str) -> int:
+    """How deep arrays and objects nest in JSON text, counted outside strings (an upper bound on invalid JSON)."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return 0
+    bare = np.frombuffer(_JSON_STRING.sub("", text).encode("utf-8", "replace"), dtype=np.uint8)
+    steps = (bare == ord("[")).astype(np.int32) + (bare == ord("{")) - (bare == ord("]")) - (bare == ord("}"))
+    return int(np.cumsum(steps).max(initial=0))
+
+
+def _json_int(digits: str) -> int | float:
+    """A JSON integer; a longer one than any field needs is read as a float (Python refuses int() of
+    over 4300 digits, and an unknown field may hold one)."""
+    return int(digits) if len(digits) <= 20 else float(digits)
 
 
 def _request(data: bytes | None, fields: dict, default_threshold: float) -> PoseRequest:
@@ -99,14 +151,11 @@ def _image_from_field(value: Any) -> bytes:
 def _threshold(value: Any, default: float) -> float:
     if value is None:
         return default
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise BadParameter("'threshold' must be a number in [0, 1]") from None
+    if isinstance(value, str) and _NUMBER.fullmatch(value):
+        value = float(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
         raise BadParameter("'threshold' must be a number in [0, 1]")
-    return float(value)
+    return float(value) + 0.0  # -0 is 0
 
 
 def _flag(value: Any, default: bool) -> bool:
@@ -122,7 +171,7 @@ def _flag(value: Any, default: bool) -> bool:
 def _max_people(value: Any) -> int:
     if value is None:
         return MAX_PEOPLE
-    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,6}", value.strip()):
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= PEOPLE_LIMIT:
         raise BadParameter(f"'max_people' must be an integer in [1, {PEOPLE_LIMIT}]")

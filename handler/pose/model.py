@@ -134,6 +134,8 @@ class PoseModel:
         output = self.run(tensor)
         t2 = time.perf_counter()
         points, scores = decode(self.card, output)
+        finite = np.isfinite(points).all(axis=-1) & np.isfinite(scores)  # a broken model's NaN or infinity:
+        points, scores = np.where(finite[..., None], points, 0.0), np.where(finite, scores, 0.0)  # not a joint
         points = np.stack([box.inverse(p) if r is None else r.to_photo(box.inverse(p))
                            for p, (_, box), r in zip(points, prepared, regions)])
         t3 = time.perf_counter()
