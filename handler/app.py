@@ -40,6 +40,9 @@ def _load_models() -> tuple[PoseModel, Detector | None]:
     except ModelError as exc:
         logger.error(f"cold start failed: {exc.message}")
         raise SystemExit(1) from None
+    except Exception as exc:  # a fault no check above foresaw: still one line, not a traceback
+        logger.error(f"cold start failed: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}")
+        raise SystemExit(1) from None
 
 
 MODEL, DETECTOR = _load_models()

@@ -109,6 +109,14 @@ def card_variants() -> dict[str, tuple[object, tuple[str, ...]]]:
             ("invalid model card", "keypoint output of shape (1, 368, 368, 16)")),
         "card with the wrong output layout": (lambda c: c["output"].update(layout="NCHW"),
                                               ("invalid model card", "decodes to 368 joints")),
+        "card with a NaN in its scaling": (lambda c: c["input"].update(scaling={"kind": "range",
+                                                                               "range": [float("nan"), 1.0]}),
+                                           ("invalid model card", "NaN")),
+        "card with a skeleton of booleans": (lambda c: c.update(skeleton=[[True, False]]),
+                                             ("invalid model card", "skeleton")),
+        "card with a 6 MB name": (lambda c: c.update(name="n" * 6_000_000), ("invalid model card", "65536")),
+        "card nested 100,000 deep": ("[" * 100_000 + "]" * 100_000, ("invalid model card",)),
+        "card nested 30,000 deep": ("[" * 30_000 + "]" * 30_000, ("invalid model card", "not JSON")),
     }
 
 
@@ -146,6 +154,11 @@ def starts(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, tup
     envs["sha256 not the pinned one"] = ({"MODEL_PATH": str(served), "MODEL_SHA256": sha256(SOURCE)},
                                          ("sha256 mismatch", sha256(served), sha256(SOURCE)))
     envs["MODEL_THREADS not a number"] = ({"MODEL_PATH": str(SOURCE), "MODEL_THREADS": "two"}, ("MODEL_THREADS",))
+    for value in ("-1", "0", "nan", "inf", "1e400"):
+        envs[f"MODEL_S3_TIMEOUT {value}"] = ({"MODEL_PATH": str(SOURCE), "MODEL_S3_TIMEOUT": value},
+                                             ("MODEL_S3_TIMEOUT", "positive", repr(value)))
+    for value in ("-1", "0", "1e3", "\u0662"):
+        envs[f"MODEL_THREADS {value}"] = ({"MODEL_PATH": str(SOURCE), "MODEL_THREADS": value}, ("MODEL_THREADS",))
     envs["MODEL_S3_URI not an S3 URI"] = ({"MODEL_S3_URI": "https://example.org/model.onnx"},
                                           ("MODEL_S3_URI", "s3://bucket/key"))
     envs["good: efficientpose, no pin"] = ({"MODEL_PATH": str(SOURCE)}, ())
@@ -159,7 +172,8 @@ def starts(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, tup
 
 BAD = ["model file missing", "model path is a directory", "model file empty", "model file truncated",
        "model file is text", *card_variants(), "sha256 not the pinned one", "MODEL_THREADS not a number",
-       "MODEL_S3_URI not an S3 URI"]
+       "MODEL_S3_URI not an S3 URI", *(f"MODEL_S3_TIMEOUT {v}" for v in ("-1", "0", "nan", "inf", "1e400")),
+       *(f"MODEL_THREADS {v}" for v in ("-1", "0", "1e3", "\u0662"))]
 
 
 @pytest.mark.parametrize("name", BAD)

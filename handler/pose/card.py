@@ -50,6 +50,7 @@ channel order.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -150,46 +151,81 @@ class DetectorCard:
         return json.loads(self.to_json())
 
 
+MAX_CARD_CHARS = 65_536  # the served cards are under 8 KB; /health returns the card whole
+MAX_JOINTS = 256
+MAX_PAIRS = 1024
+MAX_NAME_CHARS = 200  # names, versions and the like, which replies and /health repeat
+MAX_SOURCE_CHARS = 2_000
+SCALE_LIMIT = 1e4  # |range ends| and |mean| at most this; std in [1 / SCALE_LIMIT, SCALE_LIMIT]
+MAX_BINS, MAX_CLASSES, MAX_GRIDS = 64, 1000, 8  # a detector's (NanoDet: 11, 80, 3)
+
+
 def _require(cond: bool, message: str) -> None:
     if not cond:
         raise ModelError(f"invalid model card: {message}")
 
 
+def _is_int(value: Any, lo: int, hi: int) -> bool:
+    return type(value) is int and lo <= value <= hi  # not a boolean: True == 1
+
+
+def _is_number(value: Any, lo: float, hi: float) -> bool:
+    """A finite int or float (not a boolean) in [lo, hi]."""
+    return type(value) in (int, float) and math.isfinite(value) and lo <= value <= hi
+
+
+def _is_name(value: Any, limit: int = MAX_NAME_CHARS) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= limit
+
+
 def _pairs(value: Any, n: int, field: str) -> tuple[tuple[int, int], ...]:
-    _require(isinstance(value, list), f"{field} must be a list of [i, j] pairs")
+    _require(isinstance(value, list) and len(value) <= MAX_PAIRS,
+             f"{field} must be a list of at most {MAX_PAIRS} [i, j] pairs")
     pairs = []
     for p in value:
-        _require(
-            isinstance(p, list) and len(p) == 2 and all(isinstance(i, int) and 0 <= i < n for i in p),
-            f"{field} entry {p!r} is not a pair of joint indices below {n}",
-        )
+        _require(isinstance(p, list) and len(p) == 2 and all(_is_int(i, 0, n - 1) for i in p),
+                 f"{field} entry {str(p)[:100]} is not a pair of joint indices below {n}")
         pairs.append((p[0], p[1]))
     return tuple(pairs)
 
 
-def _scaling(s: Any) -> Mapping[str, Any]:
+def _scaling(s: Any, dtype: str) -> Mapping[str, Any]:
     _require(isinstance(s, dict) and s.get("kind") in SCALINGS, f"input.scaling.kind must be one of {SCALINGS}")
     if s["kind"] == "range":
         r = s.get("range")
-        _require(isinstance(r, list) and len(r) == 2 and all(isinstance(v, (int, float)) for v in r) and r[0] < r[1],
-                 "input.scaling.range must be [lo, hi] with lo < hi")
+        lo, hi = (0, 255) if dtype == "uint8" else (-SCALE_LIMIT, SCALE_LIMIT)
+        _require(isinstance(r, list) and len(r) == 2 and all(_is_number(v, lo, hi) for v in r) and r[0] < r[1],
+                 f"input.scaling.range must be [lo, hi] with {lo:g} <= lo < hi <= {hi:g}")
     if s["kind"] == "mean_std":
-        for key in ("mean", "std"):
+        _require(dtype == "float32", "input.scaling mean_std needs input.dtype float32")
+        for key, lo, hi in (("mean", -SCALE_LIMIT, SCALE_LIMIT), ("std", 1 / SCALE_LIMIT, SCALE_LIMIT)):
             v = s.get(key)
-            _require(isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) for x in v),
-                     f"input.scaling.{key} must be three numbers")
-        _require(all(x > 0 for x in s["std"]), "input.scaling.std must be positive")
+            _require(isinstance(v, list) and len(v) == 3 and all(_is_number(x, lo, hi) for x in v),
+                     f"input.scaling.{key} must be three numbers in [{lo:g}, {hi:g}]")
     return s
 
 
 def _load(text: str | None) -> dict:
+    """The card's JSON object: at most MAX_CARD_CHARS, every number finite."""
     _require(text is not None, f"the ONNX file has no '{CARD_KEY}' entry in its metadata_props")
+    _require(len(text) <= MAX_CARD_CHARS, f"the card is {len(text)} characters; the limit is {MAX_CARD_CHARS}")
     try:
-        d = json.loads(text)
-    except (TypeError, ValueError) as exc:
-        raise ModelError(f"invalid model card: not JSON ({exc})") from None
+        d = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ModelError(f"invalid model card: not JSON ({type(exc).__name__}: {str(exc)[:200]})") from None
     _require(isinstance(d, dict), "not a JSON object")
     return d
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is beyond a float's range")
+    return value
 
 
 def _kind(d: dict) -> Any:
@@ -197,26 +233,27 @@ def _kind(d: dict) -> Any:
 
 
 def _fraction(d: dict, key: str) -> float:
-    _require(isinstance(d.get(key), (int, float)) and not isinstance(d[key], bool) and 0.0 <= d[key] <= 1.0,
-             f"{key} must be a number in [0, 1]")
+    _require(_is_number(d.get(key), 0.0, 1.0), f"{key} must be a number in [0, 1]")
     return float(d[key])
 
 
 def _common(d: dict) -> InputSpec:
     """Check the fields every card has; return its input spec."""
-    _require(d.get("schema") == SCHEMA_VERSION, f"schema must be {SCHEMA_VERSION}")
+    _require(_is_int(d.get("schema"), SCHEMA_VERSION, SCHEMA_VERSION), f"schema must be {SCHEMA_VERSION}")
     for key in ("name", "version", "source", "license", "quantization"):
-        _require(isinstance(d.get(key), str) and d[key] != "", f"{key} must be a non-empty string")
+        limit = MAX_SOURCE_CHARS if key == "source" else MAX_NAME_CHARS
+        _require(_is_name(d.get(key), limit), f"{key} must be a non-empty string of at most {limit} characters")
 
     i = d.get("input")
     _require(isinstance(i, dict), "input must be an object")
-    _require(isinstance(i.get("name"), str), "input.name must be a string")
+    _require(_is_name(i.get("name")), f"input.name must be a string of 1 to {MAX_NAME_CHARS} characters")
     for key in ("height", "width"):
-        _require(isinstance(i.get(key), int) and 8 <= i[key] <= 4096, f"input.{key} must be an integer in [8, 4096]")
+        _require(_is_int(i.get(key), 8, 4096), f"input.{key} must be an integer in [8, 4096]")
     _require(i.get("layout") in LAYOUTS, f"input.layout must be one of {LAYOUTS}")
     _require(i.get("dtype") in DTYPES, f"input.dtype must be one of {DTYPES}")
     _require(i.get("color") in COLORS, f"input.color must be one of {COLORS}")
-    return InputSpec(i["name"], i["height"], i["width"], i["layout"], i["dtype"], i["color"], _scaling(i.get("scaling")))
+    return InputSpec(i["name"], i["height"], i["width"], i["layout"], i["dtype"], i["color"],
+                     _scaling(i.get("scaling"), i["dtype"]))
 
 
 def parse(text: str | None) -> Card:
@@ -229,7 +266,7 @@ def parse(text: str | None) -> Card:
     o = d.get("output")
     _require(isinstance(o, dict) and o.get("kind") in POSE_OUTPUTS,
              "output.kind must be 'heatmaps' or 'keypoints'")
-    _require(isinstance(o.get("name"), str), "output.name must be a string")
+    _require(_is_name(o.get("name")), f"output.name must be a string of 1 to {MAX_NAME_CHARS} characters")
     if o["kind"] == "heatmaps":
         _require(o.get("layout") in LAYOUTS, f"output.layout must be one of {LAYOUTS}")
         out = OutputSpec("heatmaps", o["name"], layout=o["layout"])
@@ -238,8 +275,8 @@ def parse(text: str | None) -> Card:
         out = OutputSpec("keypoints", o["name"], encoding=o["encoding"])
 
     joints = d.get("joints")
-    _require(isinstance(joints, list) and joints and all(isinstance(j, str) for j in joints),
-             "joints must be a non-empty list of names")
+    _require(isinstance(joints, list) and 0 < len(joints) <= MAX_JOINTS and all(_is_name(j) for j in joints),
+             f"joints must be a list of 1 to {MAX_JOINTS} names of 1 to {MAX_NAME_CHARS} characters")
     _require(len(set(joints)) == len(joints), "joint names must be unique")
     n = len(joints)
     sides = d.get("sides")
@@ -266,19 +303,19 @@ def parse_detector(text: str | None) -> DetectorCard:
 
     o = d.get("output")
     _require(isinstance(o, dict) and o.get("kind") in DETECTOR_OUTPUTS, f"output.kind must be one of {DETECTOR_OUTPUTS}")
-    for key in ("bins", "classes"):
-        _require(isinstance(o.get(key), int) and o[key] >= 1, f"output.{key} must be a positive integer")
-    _require(isinstance(o.get("class"), int) and 0 <= o["class"] < o["classes"],
+    for key, most in (("bins", MAX_BINS), ("classes", MAX_CLASSES)):
+        _require(_is_int(o.get(key), 1, most), f"output.{key} must be an integer in [1, {most}]")
+    _require(_is_int(o.get("class"), 0, o["classes"] - 1),
              f"output.class must be a class index below output.classes ({o['classes']})")
-    _require(isinstance(o.get("class_name"), str) and o["class_name"] != "", "output.class_name must be a non-empty string")
+    _require(_is_name(o.get("class_name")), f"output.class_name must be a string of 1 to {MAX_NAME_CHARS} characters")
     grids = o.get("grids")
-    _require(isinstance(grids, list) and grids, "output.grids must be a non-empty list")
+    _require(isinstance(grids, list) and 0 < len(grids) <= MAX_GRIDS, f"output.grids must list 1 to {MAX_GRIDS} grids")
     parsed = []
     for g in grids:
-        _require(isinstance(g, dict) and isinstance(g.get("scores"), str) and isinstance(g.get("boxes"), str),
-                 f"output.grids entry {g!r} must name its 'scores' and 'boxes' outputs")
-        _require(isinstance(g.get("stride"), int) and 1 <= g["stride"] <= min(inp.width, inp.height),
-                 f"output.grids entry {g!r} needs an integer stride in [1, input size]")
+        _require(isinstance(g, dict) and _is_name(g.get("scores")) and _is_name(g.get("boxes")),
+                 f"output.grids entry {str(g)[:100]} must name its 'scores' and 'boxes' outputs")
+        _require(_is_int(g.get("stride"), 1, min(inp.width, inp.height)),
+                 f"output.grids entry {str(g)[:100]} needs an integer stride in [1, input size]")
         parsed.append(Grid(g["scores"], g["boxes"], g["stride"]))
     names = [n for g in parsed for n in (g.scores, g.boxes)]
     _require(len(set(names)) == len(names), "output.grids must name each output once")

@@ -10,6 +10,7 @@ process, at cold start, by ``load_from_env``.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import tempfile
 import time
@@ -220,13 +221,38 @@ def fetch_from_s3(uri: str, expected_sha256: str | None, tmp_dir: str = "/tmp",
     return target
 
 
+MAX_THREADS = 64
+MAX_S3_TIMEOUT_S = 900.0  # Lambda's longest timeout
+
+
 def _threads(env) -> int:
+    """MODEL_THREADS, else one per vCPU that AWS_LAMBDA_FUNCTION_MEMORY_SIZE buys."""
+    if env.get("MODEL_THREADS"):
+        return _env_int(env, "MODEL_THREADS", 1, MAX_THREADS)
     memory = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+    return threads_for_memory(_env_int(env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 1, 1 << 20) if memory else None)
+
+
+def _env_int(env, name: str, lo: int, hi: int) -> int:
+    text = env[name].strip()
+    if not (text.isascii() and text.isdigit() and lo <= int(text) <= hi):
+        raise ModelError(f"{name} must be an integer in [{lo}, {hi}], got {env[name][:40]!r}")
+    return int(text)
+
+
+def _s3_timeout(env) -> float:
+    """MODEL_S3_TIMEOUT: seconds, a positive finite number up to MAX_S3_TIMEOUT_S (default S3_TIMEOUT_S)."""
+    text = env.get("MODEL_S3_TIMEOUT") or ""
+    if not text:
+        return S3_TIMEOUT_S
     try:
-        return (int(env["MODEL_THREADS"]) if env.get("MODEL_THREADS")
-                else threads_for_memory(int(memory) if memory else None))
+        value = float(text) if text.strip().isascii() else math.nan
     except ValueError:
-        raise ModelError("MODEL_THREADS and AWS_LAMBDA_FUNCTION_MEMORY_SIZE must be integers") from None
+        value = math.nan
+    if not 0 < value <= MAX_S3_TIMEOUT_S:  # NaN fails too
+        raise ModelError(f"MODEL_S3_TIMEOUT must be a positive number of seconds, at most {MAX_S3_TIMEOUT_S:g}; "
+                         f"got {text[:40]!r}")
+    return value
 
 
 def load_from_env(env: dict[str, str] | None = None) -> PoseModel:
@@ -234,10 +260,7 @@ def load_from_env(env: dict[str, str] | None = None) -> PoseModel:
     env = os.environ if env is None else env
     expected = env.get("MODEL_SHA256") or None
     threads = _threads(env)
-    try:
-        timeout = float(env.get("MODEL_S3_TIMEOUT") or S3_TIMEOUT_S)
-    except ValueError:
-        raise ModelError("MODEL_S3_TIMEOUT must be a number") from None
+    timeout = _s3_timeout(env)
     if not env.get("MODEL_S3_URI"):
         return PoseModel(env.get("MODEL_PATH", DEFAULT_MODEL_PATH), threads=threads, expected_sha256=expected)
     path = fetch_from_s3(env["MODEL_S3_URI"], expected, env.get("MODEL_TMP_DIR", "/tmp"), timeout)
