@@ -105,3 +105,34 @@ def test_the_served_cards_and_the_widest_accepted_scalings_parse(base):
         canvas = np.array([[[0, 128, 255]]], np.uint8).repeat(8, 0).repeat(8, 1)
         tensor = to_tensor(canvas, parsed.input)
         assert np.isfinite(tensor.astype(np.float64)).all(), scaling
+
+
+@pytest.fixture(scope="module")
+def detector_base() -> dict:
+    """The bundled person detector's card (NanoDet)."""
+    model = onnx.load(str(served_model().parent.parent / "nanodet.onnx"), load_external_data=False)
+    return json.loads({p.key: p.value for p in model.metadata_props}[model_card.CARD_KEY])
+
+
+BAD_DETECTOR_CARDS = {
+    "bins of true": (lambda c: c["output"].update(bins=True), "output.bins"),
+    "a million classes": (lambda c: c["output"].update(classes=10 ** 6), "output.classes"),
+    "class of false": (lambda c: c["output"].update({"class": False}), "output.class"),
+    "a stride of true": (lambda c: c["output"]["grids"][0].update(stride=True), "stride"),
+    "a 201-character class name": (lambda c: c["output"].update(class_name="p" * 201), "output.class_name"),
+    "nine grids": (lambda c: c["output"].update(grids=c["output"]["grids"] * 3), "output.grids"),
+    "a score threshold of NaN": (lambda c: c.update(score_threshold=math.nan), "NaN"),
+    "an NMS IoU of true": (lambda c: c.update(nms_iou=True), "nms_iou"),
+    "a std of 0": (lambda c: c["input"]["scaling"].update(std=[0, 0.2, 0.2]), "input.scaling.std"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_DETECTOR_CARDS))
+def test_a_detector_card_out_of_type_range_or_size_is_refused(detector_base, name):
+    change, words = BAD_DETECTOR_CARDS[name]
+    assert isinstance(model_card.parse_detector(json.dumps(detector_base)), model_card.DetectorCard)
+    card = json.loads(json.dumps(detector_base))
+    change(card)
+    with pytest.raises(ModelError, match="invalid model card") as refused:
+        model_card.parse_detector(json.dumps(card))
+    assert words in refused.value.message, refused.value.message

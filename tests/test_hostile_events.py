@@ -194,3 +194,23 @@ def test_a_model_that_outputs_non_finite_numbers_gets_a_valid_reply(app, monkeyp
     numbers += [person["score"] for person in reply["people"]]
     numbers += [v for person in reply["people"] for v in person["box"].values()]
     assert all(math.isfinite(v) for v in numbers)
+
+
+@pytest.mark.parametrize("output", ["nan", "inf"])
+def test_a_detector_that_outputs_non_finite_numbers_finds_nobody_and_the_reply_is_valid(app, pose_jpg, output):
+    """The bundled FP32 detector with its outputs made NaN or infinite: no box, the whole photo's person."""
+    from conftest import ROOT
+    from pose import image
+    from pose.model import load_detector_from_env
+    from pose.pipeline import estimate_people
+    from pose.reply import annotated_image, to_json
+
+    detector = load_detector_from_env({"DETECTOR_PATH": str(ROOT / "models" / "nanodet.onnx"), "MODEL_THREADS": "1"})
+    run = detector.run
+    detector.run = lambda tensor: {k: v * float(output) for k, v in run(tensor).items()}
+    rgb = image.decode(pose_jpg)
+    found = estimate_people(rgb, app.MODEL, detector)
+    assert len(found.people) == 1  # nobody detected: the whole photo's one person
+    reply = to_json(found, app.MODEL.card, 0.5, (rgb.shape[1], rgb.shape[0]), {})
+    strict_json(json.dumps(reply, allow_nan=False))
+    annotated_image(rgb, found, app.MODEL.card, 0.5)

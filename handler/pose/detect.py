@@ -78,7 +78,9 @@ def decode(spec: BoxesSpec, outputs: Mapping[str, np.ndarray], in_w: int, in_h: 
         dist = softmax_expectation(logits) * g.stride  # (N, 4): left, top, right, bottom
         all_boxes.append(np.concatenate([centres - dist[:, :2], centres + dist[:, 2:]], axis=1) - 0.5)
         all_scores.append(scores[cells].astype(np.float64))
-    return np.concatenate(all_boxes), np.concatenate(all_scores)
+    boxes, scores = np.concatenate(all_boxes), np.concatenate(all_scores)
+    finite = np.isfinite(boxes).all(axis=1) & np.isfinite(scores)  # a broken model's NaN or infinity: no box
+    return boxes[finite], scores[finite]
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
