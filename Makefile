@@ -23,7 +23,7 @@ help:
 	@echo "make layers   build the dependency and model layers and check the 250 MB limit"
 	@echo "make events   regenerate the sample events in events/"
 	@echo "make report   every model x variant measured side by side -> docs/report.md, docs/people.md (QUICK=1)"
-	@echo "make bench    Simple Baselines variants, the handler end to end, people, batch of P crops vs P runs"
+	@echo "make bench    Simple Baselines variants, the handler end to end, people, batch of P crops vs P runs, the cold start"
 	@echo "make batch    every photo in a folder: IN=folder OUT=folder (WORKERS=, THREADS=, IMAGES=1); resumable"
 	@echo "make batch-s3 every photo under an S3 prefix on the stack's state machine: IN=s3://... OUT=s3://... STACK=..."
 	@echo "make bench-batch photos per second of the batch code at 1 and 2 vCPUs (1769 and 3538 MB)"
@@ -92,12 +92,14 @@ report: $(VENV)/.installed
 	$(PY) build/report_people.py $(if $(QUICK),--quick)
 
 # Simple Baselines variants side by side, the handler end to end per served model, and the batch: P crops in one
-# run vs P runs, and the served files at batch 1 against their fixed-batch versions in git history.
+# run vs P runs, and the served files at batch 1 against their fixed-batch versions in git history; the cold
+# start without bytecode (as the layer ships) next to the floor.
 bench: $(VENV)/.installed
 	$(PY) build/bench_models.py --json out/bench/simple-baselines.json
 	$(PY) build/bench_handler.py --json out/bench/handler.json
 	$(PY) build/bench_people.py --json out/bench/people.json
 	$(PY) build/bench_batch_dim.py --json out/bench/batch-dim.json
+	$(PY) build/coldstart.py --json out/bench/coldstart.json
 
 # Every photo under IN (a folder) -> OUT/results.jsonl, coco_results.json, images.json (local/batch.py).
 batch: $(VENV)/.installed
