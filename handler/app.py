@@ -87,7 +87,8 @@ def post_pose() -> Response:
     reply = to_json(found, MODEL.card, asked.threshold, (rgb.shape[1], rgb.shape[0]), MODELS)
     rendered = time.perf_counter()
     if asked.return_image:
-        reply["annotated_image"] = data_url(*annotated_image(rgb, found, MODEL.card, asked.threshold))
+        reply["annotated_image"] = data_url(*annotated_image(rgb, found, MODEL.card, asked.threshold,
+                                                             asked.image_format))
     timings = {"decode": (decoded - started) * 1e3, **found.timings_ms,
                "render": (time.perf_counter() - rendered) * 1e3}
     reply["timings_ms"] = {k: round(v, 2) for k, v in timings.items()}
