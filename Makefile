@@ -16,7 +16,7 @@ export SAM_CLI_TELEMETRY := 0
 .PHONY: help venv demo test serve invoke events layers validate sam-build deploy-web model export report bench batch batch-s3 bench-batch clean
 
 help:
-	@echo "make demo     set up, build the layers, run the function on a bundled photo (out/annotated.png)"
+	@echo "make demo     set up (the function's packages only), run it on a bundled photo (out/annotated.png)"
 	@echo "make test     run every test"
 	@echo "make serve    local API + web page on http://127.0.0.1:$(PORT)/ (PORT=..., API_KEY=... to require a key)"
 	@echo "make invoke   run the function on one event (EVENT=events/....json)"
@@ -33,16 +33,26 @@ help:
 	@echo "make sam-build sam build (no Docker needed), then: sam deploy --guided"
 	@echo "make deploy-web publish web/ to the stack's site (STACK=...; deployed with DeployWebsite=true)"
 
-$(VENV)/.installed: requirements-dev.txt handler/requirements.txt
+# Two stamps: .run-installed for what the function and the local server need (make demo, serve,
+# invoke), .installed for the rest (tests, build tools, sam), added on top; make demo then make
+# test installs each part once.
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.run-installed: requirements-run.txt handler/requirements.txt | $(PY)
+	$(PY) -m pip install --quiet -r requirements-run.txt
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.run-installed requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
 venv: $(VENV)/.installed
 
-demo: $(VENV)/.installed
-	@test -d layers/deps/build/python || $(MAKE) layers
+# The function runs in process on the venv's packages (the dependency layer's pinned versions);
+# `make layers` builds the Lambda layers themselves and checks their size.
+demo: $(VENV)/.run-installed
 	@$(MAKE) --no-print-directory -s -C layers/model build-ModelLayer ARTIFACTS_DIR=$(CURDIR)/layers/model/build
 	MODEL_PATH=$(CURDIR)/layers/model/build/model/$(MODEL).int8.onnx $(PY) -m local.invoke events/pose-json.json --out out
 	@echo "demo done: see out/annotated.png and out/pose.json"
@@ -50,21 +60,21 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
-serve: $(VENV)/.installed
+serve: $(VENV)/.run-installed
 	MODEL=$(MODEL) $(PY) -m local.serve --port $(PORT)
 
 # With a Docker engine this is `sam local invoke`; without one, the same handler in process.
-invoke: $(VENV)/.installed
+invoke: $(VENV)/.run-installed
 	@if docker info >/dev/null 2>&1; then \
 		$(MAKE) sam-build && $(VENV)/bin/sam local invoke PoseFunction -e $(EVENT) --parameter-overrides ModelName=$(MODEL); \
 	else \
 		MODEL=$(MODEL) $(PY) -m local.invoke $(EVENT) --out out; \
 	fi
 
-events: $(VENV)/.installed
+events: $(VENV)/.run-installed
 	$(PY) -m events.make_events
 
-layers: $(VENV)/.installed
+layers: $(VENV)/.run-installed
 	$(PY) layers/build_layers.py $(if $(MODEL_DIR),--model-dir $(MODEL_DIR)) $(if $(PYC_PYTHON),--pyc-python $(PYC_PYTHON))
 
 validate: $(VENV)/.installed
