@@ -3,6 +3,7 @@
     python build/coldstart.py                       # 9 rounds; writes out/bench/coldstart.json
     python build/coldstart.py --rounds 15 --detector none
     python build/coldstart.py --baseline main       # also the function as it is at git ref main
+    python build/coldstart.py --layer-python python3.12   # the dependency layer itself, on Lambda's Python
 
 The dependency layer ships no ``.pyc`` files unless it is built with a CPython 3.12 (``PYC_PYTHON``), and
 /opt is read-only on Lambda, so every cold start compiles each module it imports. To measure that here,
@@ -10,7 +11,10 @@ this script copies the packages of handler/requirements.txt's closure (plus boto
 runtime provides) from this Python's site-packages into out/coldstart/site without a single ``.pyc``, and
 the function's code (handler/, as handler/Makefile ships it: no bytecode either) into
 out/coldstart/function; out/coldstart/site-pyc holds the same files (hard links) with their bytecode, as
-a PYC_PYTHON build has. The copies are made once and rebuilt when the installed versions change.
+a PYC_PYTHON build has. The copies are made once and rebuilt when the installed versions change. With ``--layer-python`` (a
+CPython 3.12, as on Lambda), the packages are instead the dependency layer as layers/deps/Makefile builds
+it (the cp312 wheels), once as deployed and once with PYC_PYTHON set to that Python, and the processes
+run on that Python.
 
 Each round then runs, in a rotating order, one fresh process per variant (``python -S -B``: the copies on
 sys.path and nothing else; one inference thread, as Lambda's 2048 MB buys):
@@ -49,7 +53,9 @@ REQUIREMENTS = ROOT / "handler" / "requirements.txt"
 RUNTIME_PROVIDED = ("boto3",)  # in Lambda's python3.12 runtime: not in the layer, importable all the same
 WORK = ROOT / "out" / "coldstart"
 MODEL = ROOT / "models" / "int8" / "movenet-thunder.int8.onnx"
-DETECTOR = ROOT / "models" / "int8" / "nanodet.int8.onnx"
+# The served person detector: its INT8 file, or the FP32 source until that is built.
+DETECTOR = next((p for p in (ROOT / "models" / "int8" / "nanodet.int8.onnx", ROOT / "models" / "nanodet.onnx")
+                 if p.is_file()), ROOT / "models" / "int8" / "nanodet.int8.onnx")
 WATCHED = ("aws_xray_sdk", "botocore.session", "boto3")  # modules a cold start should not need
 
 CHILD = r"""
@@ -165,9 +171,25 @@ def lambda_env(model: Path, detector: Path | None) -> dict[str, str]:
     return env
 
 
-def sample(what: str, function: Path, site: Path, model: Path, detector: Path | None) -> dict:
+def layer(python: str, work: Path) -> dict[str, Path]:
+    """The dependency layer built by its Makefile into work/layer (as deployed) and work/layer-pyc
+    (PYC_PYTHON=python); rebuilt when handler/requirements.txt changes."""
+    stamp = hashlib.sha256(REQUIREMENTS.read_bytes() + python.encode()).hexdigest()
+    dirs = {"no bytecode": work / "layer" / "python", "bytecode": work / "layer-pyc" / "python"}
+    if not ((work / "layer-stamp").is_file() and (work / "layer-stamp").read_text() == stamp):
+        for bytecode, site in dirs.items():
+            print(f"building the dependency layer into {site.parent} ...", file=sys.stderr, flush=True)
+            subprocess.run(["make", "--no-print-directory", "-s", "-C", str(ROOT / "layers" / "deps"), "build-DepsLayer",
+                            f"ARTIFACTS_DIR={site.parent}", f"PIP_PYTHON={sys.executable}",
+                            f"PYC_PYTHON={python if bytecode == 'bytecode' else ''}"], check=True)
+        (work / "layer-stamp").write_text(stamp)
+    return dirs
+
+
+def sample(what: str, function: Path, site: Path, model: Path, detector: Path | None,
+           python: str = sys.executable) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.run([sys.executable, "-S", "-B", "-c", CHILD, what, str(function), str(site), str(model),
+    proc = subprocess.run([python, "-S", "-B", "-c", CHILD, what, str(function), str(site), str(model),
                            str(detector or ""), *WATCHED], env=lambda_env(model, detector), cwd=function,
                           capture_output=True, text=True, timeout=600)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -179,11 +201,14 @@ def sample(what: str, function: Path, site: Path, model: Path, detector: Path | 
 
 
 def measure(rounds: int, model: Path = MODEL, detector: Path | None = None, baseline: str | None = None,
-            work: Path = WORK) -> dict:
+            work: Path = WORK, layer_python: str | None = None) -> dict:
     """Every variant's medians and its paired ratio to the floor of the same bytecode and round."""
-    sites = packages(REQUIREMENTS.read_text(), work)
+    python = layer_python or sys.executable
+    sites = layer(python, work) if layer_python else packages(REQUIREMENTS.read_text(), work)
     function = function_code(work / "function")
     setups = {"floor": ("floor", function, sites), "app": ("app", function, sites)}
+    if baseline and layer_python:
+        raise SystemExit("error: --baseline and --layer-python do not go together")
     if baseline:
         old = subprocess.run(["git", "show", f"{baseline}:handler/requirements.txt"], cwd=ROOT, check=True,
                              capture_output=True, text=True).stdout
@@ -193,7 +218,7 @@ def measure(rounds: int, model: Path = MODEL, detector: Path | None = None, base
 
     def run(name: str, bytecode: str) -> dict:
         what, code, site = setups[name]
-        return sample(what, code, site[bytecode], model, detector)
+        return sample(what, code, site[bytecode], model, detector, python)
 
     for v in variants:  # one unmeasured start each: from here on the page cache holds every file
         run(*v)
@@ -211,8 +236,11 @@ def measure(rounds: int, model: Path = MODEL, detector: Path | None = None, base
                      **{f"x_floor_{k}": statistics.median(s[k] / f[k] for s, f in zip(got, floor))
                         for k in ("ms", "cpu_ms")},
                      "imported": got[-1]["imported"]})
+    version = subprocess.run([python, "-c", "import sys; print(sys.version.split()[0])"], capture_output=True,
+                             text=True, check=True).stdout.strip()
     return {"rounds": rounds, "model": model.name, "detector": detector.name if detector else None,
-            "python": sys.version.split()[0], "variants": rows}
+            "python": version, "packages": "the dependency layer" if layer_python else "the venv's copy",
+            "variants": rows}
 
 
 def table(result: dict) -> str:
@@ -229,14 +257,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--model", type=Path, default=MODEL)
     ap.add_argument("--detector", default=str(DETECTOR) if DETECTOR.is_file() else "none",
-                    help="the person detector's ONNX file, or none (default: models/int8/nanodet.int8.onnx if there)")
+                    help="the person detector's ONNX file, or none (default: models/int8/nanodet.int8.onnx, else "
+                         "models/nanodet.onnx, if there)")
     ap.add_argument("--baseline", metavar="REF", help="also measure handler/ as it is at this git ref")
+    ap.add_argument("--layer-python", metavar="PYTHON", default=os.environ.get("PYC_PYTHON") or None,
+                    help="a CPython 3.12: time the dependency layer itself on it (default: $PYC_PYTHON)")
     ap.add_argument("--json", type=Path, default=ROOT / "out" / "bench" / "coldstart.json")
     a = ap.parse_args(argv)
     detector = None if a.detector.lower() == "none" else Path(a.detector).resolve()
-    result = measure(a.rounds, a.model.resolve(), detector, a.baseline)
+    result = measure(a.rounds, a.model.resolve(), detector, a.baseline, layer_python=a.layer_python)
     print(f"Cold start, {a.model.name}" + (f" + {detector.name}" if detector else " (no detector)")
-          + f", 1 thread, Python {result['python']}: medians of {a.rounds} rounds, every variant in turn, a fresh "
+          + f", 1 thread, {result['packages']} on Python {result['python']}: medians of {a.rounds} rounds, every variant in turn, a fresh "
           "process each; x floor = median of the per-round ratios to the floor with the same bytecode")
     print(table(result))
     a.json.parent.mkdir(parents=True, exist_ok=True)
