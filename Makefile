@@ -16,14 +16,14 @@ export SAM_CLI_TELEMETRY := 0
 .PHONY: help venv demo test serve invoke events layers validate sam-build deploy-web model export report bench batch batch-s3 bench-batch limits clean
 
 help:
-	@echo "make demo     set up, build the layers, run the function on a bundled photo (out/annotated.png)"
+	@echo "make demo     set up (the function's packages only), run it on a bundled photo (out/annotated.png)"
 	@echo "make test     run every test"
 	@echo "make serve    local API + web page on http://127.0.0.1:$(PORT)/ (PORT=..., API_KEY=... to require a key)"
 	@echo "make invoke   run the function on one event (EVENT=events/....json)"
 	@echo "make layers   build the dependency and model layers and check the 250 MB limit"
 	@echo "make events   regenerate the sample events in events/"
 	@echo "make report   every model x variant measured side by side -> docs/report.md, docs/people.md (QUICK=1)"
-	@echo "make bench    Simple Baselines variants, the handler end to end, people, batch of P crops vs P runs"
+	@echo "make bench    Simple Baselines variants, the handler end to end, people, batch of P crops vs P runs, the cold start"
 	@echo "make batch    every photo in a folder: IN=folder OUT=folder (WORKERS=, THREADS=, IMAGES=1); resumable"
 	@echo "make batch-s3 every photo under an S3 prefix on the stack's state machine: IN=s3://... OUT=s3://... STACK=..."
 	@echo "make bench-batch photos per second of the batch code at 1 and 2 vCPUs (1769 and 3538 MB)"
@@ -34,16 +34,26 @@ help:
 	@echo "make sam-build sam build (no Docker needed), then: sam deploy --guided"
 	@echo "make deploy-web publish web/ to the stack's site (STACK=...; deployed with DeployWebsite=true)"
 
-$(VENV)/.installed: requirements-dev.txt handler/requirements.txt
+# Two stamps: .run-installed for what the function and the local server need (make demo, serve,
+# invoke), .installed for the rest (tests, build tools, sam), added on top; make demo then make
+# test installs each part once.
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.run-installed: requirements-run.txt handler/requirements.txt | $(PY)
+	$(PY) -m pip install --quiet -r requirements-run.txt
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.run-installed requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
 venv: $(VENV)/.installed
 
-demo: $(VENV)/.installed
-	@test -d layers/deps/build/python || $(MAKE) layers
+# The function runs in process on the venv's packages (the dependency layer's pinned versions);
+# `make layers` builds the Lambda layers themselves and checks their size.
+demo: $(VENV)/.run-installed
 	@$(MAKE) --no-print-directory -s -C layers/model build-ModelLayer ARTIFACTS_DIR=$(CURDIR)/layers/model/build
 	MODEL_PATH=$(CURDIR)/layers/model/build/model/$(MODEL).int8.onnx $(PY) -m local.invoke events/pose-json.json --out out
 	@echo "demo done: see out/annotated.png and out/pose.json"
@@ -51,21 +61,21 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
-serve: $(VENV)/.installed
+serve: $(VENV)/.run-installed
 	MODEL=$(MODEL) $(PY) -m local.serve --port $(PORT)
 
 # With a Docker engine this is `sam local invoke`; without one, the same handler in process.
-invoke: $(VENV)/.installed
+invoke: $(VENV)/.run-installed
 	@if docker info >/dev/null 2>&1; then \
 		$(MAKE) sam-build && $(VENV)/bin/sam local invoke PoseFunction -e $(EVENT) --parameter-overrides ModelName=$(MODEL); \
 	else \
 		MODEL=$(MODEL) $(PY) -m local.invoke $(EVENT) --out out; \
 	fi
 
-events: $(VENV)/.installed
+events: $(VENV)/.run-installed
 	$(PY) -m events.make_events
 
-layers: $(VENV)/.installed
+layers: $(VENV)/.run-installed
 	$(PY) layers/build_layers.py $(if $(MODEL_DIR),--model-dir $(MODEL_DIR)) $(if $(PYC_PYTHON),--pyc-python $(PYC_PYTHON))
 
 validate: $(VENV)/.installed
@@ -93,12 +103,14 @@ report: $(VENV)/.installed
 	$(PY) build/report_people.py $(if $(QUICK),--quick)
 
 # Simple Baselines variants side by side, the handler end to end per served model, and the batch: P crops in one
-# run vs P runs, and the served files at batch 1 against their fixed-batch versions in git history.
+# run vs P runs, and the served files at batch 1 against their fixed-batch versions in git history; the cold
+# start without bytecode (as the layer ships) next to the floor.
 bench: $(VENV)/.installed
 	$(PY) build/bench_models.py --json out/bench/simple-baselines.json
 	$(PY) build/bench_handler.py --json out/bench/handler.json
 	$(PY) build/bench_people.py --json out/bench/people.json
 	$(PY) build/bench_batch_dim.py --json out/bench/batch-dim.json
+	$(PY) build/coldstart.py --json out/bench/coldstart.json
 
 # Every photo under IN (a folder) -> OUT/results.jsonl, coco_results.json, images.json (local/batch.py).
 batch: $(VENV)/.installed

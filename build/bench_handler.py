@@ -8,12 +8,14 @@ The handler module holds one model per process (it loads MODEL_PATH when importe
 in its own fresh process (this script with --child), configured as local/function.py configures a local run and
 with MODEL_THREADS (default 1: what Lambda's default 2048 MB buys). In it, each round runs, in a rotating order:
 
-- ``handler, image``: ``app.lambda_handler`` on an API Gateway JSON event of tests/data/pose.jpg with
+- ``handler, png``: ``app.lambda_handler`` on an API Gateway JSON event of tests/data/pose.jpg with
   ``return_image: true`` (parse, base64 and image decode, estimate, joints, PNG drawing, JSON reply);
+- ``handler, jpeg`` and ``handler, webp``: the same with ``image_format`` jpeg or webp;
 - ``handler, joints``: the same with ``return_image: false``;
 - ``session.run``: the model's onnxruntime session alone on the same photo's prepared input tensor.
 
-Medians after warm-up rounds, plus the medians of the stage timings the reply reports (timings_ms), and the
+Medians after warm-up rounds, plus the medians of the stage timings the reply reports (timings_ms) and of each
+image's render time over its round's ``session.run`` time (paired), and the
 import of the handler module (the cold start: powertools, onnxruntime, the model's session and warm-up run).
 The machine may be shared: read the differences and ratios, not the absolute times.
 """
@@ -32,7 +34,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTO = ROOT / "tests" / "data" / "pose.jpg"
-CASES = ("handler, image", "handler, joints", "session.run")
+FORMATS = ("png", "jpeg", "webp")
+CASES = (*(f"handler, {f}" for f in FORMATS), "handler, joints", "session.run")
 
 
 def child(model: Path, runs: int, warmup: int, threads: int) -> dict:
@@ -51,17 +54,19 @@ def child(model: Path, runs: int, warmup: int, threads: int) -> dict:
     b64 = base64.b64encode(data).decode("ascii")
     tensor = prepare(decode(data), app.MODEL.card.input)[0]
     times: dict[str, list[float]] = {c: [] for c in CASES}
-    stages: dict[str, dict[str, list[float]]] = {c: {} for c in CASES[:2]}
+    stages: dict[str, dict[str, list[float]]] = {c: {} for c in CASES[:-1]}
     sizes: dict[str, int] = {}
     for r in range(warmup + runs):
-        order = CASES[r % 3:] + CASES[:r % 3]
+        order = CASES[r % len(CASES):] + CASES[:r % len(CASES)]
         for case in order:
             if case == "session.run":
                 t = time.perf_counter()
                 app.MODEL.run(tensor)
                 dt = (time.perf_counter() - t) * 1e3
             else:
-                event = json_event("/pose", {"image": b64, "return_image": case == "handler, image"})
+                fmt = case.split(", ")[1]
+                event = json_event("/pose", {"image": b64, "return_image": fmt in FORMATS,
+                                             **({"image_format": fmt} if fmt in FORMATS else {})})
                 context = LambdaContext()
                 t = time.perf_counter()
                 response = app.lambda_handler(event, context)
@@ -76,6 +81,8 @@ def child(model: Path, runs: int, warmup: int, threads: int) -> dict:
             if r >= warmup:
                 times[case].append(dt)
     card = app.MODEL.card
+    render_x = {f: statistics.median(r / s for r, s in zip(stages[f"handler, {f}"]["render"], times["session.run"]))
+                for f in FORMATS}
     return {
         "model": str(model.resolve().relative_to(ROOT)) if model.resolve().is_relative_to(ROOT) else str(model),
         "name": card.name, "quantization": card.quantization, "size_mb": model.stat().st_size / 1e6,
@@ -83,6 +90,7 @@ def child(model: Path, runs: int, warmup: int, threads: int) -> dict:
         "import_ms": import_ms,
         "median_ms": {c: statistics.median(v) for c, v in times.items()},
         "stages_median_ms": {c: {k: statistics.median(v) for k, v in s.items()} for c, s in stages.items()},
+        "render_x_session_run": render_x,
         "response_bytes": sizes,
     }
 
@@ -97,18 +105,23 @@ def measure(model: Path, runs: int, warmup: int, threads: int) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    rows = ["| model | quantization | MB | threads | handler, image ms | handler, joints ms | session.run ms "
+    rows = ["| model | quantization | MB | threads | handler ms: png / jpeg / webp / joints only | session.run ms "
             "| handler, joints - session.run | stages, joints: decode / preprocess / inference / postprocess "
-            "| PNG render (image) | import (cold start) ms |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+            "| render ms: png / jpeg / webp | render / session.run: png / jpeg / webp | reply KB: png / jpeg / webp "
+            "| import (cold start) ms |",
+            "|---|---|---:|---:|---|---:|---:|---|---|---|---|---:|"]
     for r in results:
-        m, s = r["median_ms"], r["stages_median_ms"]
+        m, s, x = r["median_ms"], r["stages_median_ms"], r["render_x_session_run"]
         j = s["handler, joints"]
         rows.append(f"| {r['name']} | {r['quantization']} | {r['size_mb']:.1f} | {r['threads']} | "
-                    f"{m['handler, image']:.1f} | {m['handler, joints']:.1f} | {m['session.run']:.1f} | "
-                    f"{m['handler, joints'] - m['session.run']:+.1f} | "
+                    + " / ".join(f"{m[f'handler, {f}']:.1f}" for f in FORMATS) + f" / {m['handler, joints']:.1f} | "
+                    f"{m['session.run']:.1f} | {m['handler, joints'] - m['session.run']:+.1f} | "
                     f"{j.get('decode', 0):.1f} / {j.get('preprocess', 0):.1f} / {j.get('inference', 0):.1f} / "
-                    f"{j.get('postprocess', 0):.1f} | {s['handler, image'].get('render', 0):.1f} | {r['import_ms']:.0f} |")
+                    f"{j.get('postprocess', 0):.1f} | "
+                    + " / ".join(f"{s[f'handler, {f}']['render']:.1f}" for f in FORMATS) + " | "
+                    + " / ".join(f"{x[f]:.2f}" for f in FORMATS) + " | "
+                    + " / ".join(f"{r['response_bytes'][f'handler, {f}'] / 1e3:.0f}" for f in FORMATS)
+                    + f" | {r['import_ms']:.0f} |")
     return "\n".join(rows)
 
 
@@ -143,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{model}: {a.warmup} + {a.runs} rounds in a fresh process ...", file=sys.stderr, flush=True)
         results.append(measure(model, a.runs, a.warmup, a.threads))
     print(f"{PHOTO.name}, JSON events through app.lambda_handler; medians of {a.runs} rounds after {a.warmup} warm-up "
-          f"rounds, the three cases in turn in one process per model")
+          f"rounds, the cases in turn in one process per model")
     print(table(results))
     a.json.parent.mkdir(parents=True, exist_ok=True)
     a.json.write_text(json.dumps({"photo": PHOTO.name, "results": results}, indent=1) + "\n")

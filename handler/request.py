@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from pose import image
+from pose import draw, image
 from pose.errors import BadParameter, BadRequest, TooLarge, UnsupportedImage
 from pose.pipeline import MAX_PEOPLE
 
@@ -39,6 +39,7 @@ class PoseRequest:
     threshold: float
     return_image: bool
     max_people: int
+    image_format: str = "png"  # of the annotated image: one of draw.FORMATS
 
 
 def parse(event, default_threshold: float) -> PoseRequest:
@@ -120,9 +121,10 @@ def _request(data: bytes | None, fields: dict, default_threshold: float) -> Pose
     threshold = _threshold(fields.get("threshold"), default_threshold)
     return_image = _flag(fields.get("return_image"), True)
     max_people = _max_people(fields.get("max_people"))
+    image_format = _image_format(fields.get("image_format"))
     if data is None:
         data = _image_from_field(fields.get("image"))
-    return PoseRequest(data, threshold, return_image, max_people)
+    return PoseRequest(data, threshold, return_image, max_people, image_format)
 
 
 def _b64decode(text: str, what: str) -> bytes:
@@ -176,3 +178,11 @@ def _max_people(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= PEOPLE_LIMIT:
         raise BadParameter(f"'max_people' must be an integer in [1, {PEOPLE_LIMIT}]")
     return value
+
+
+def _image_format(value: Any) -> str:
+    if value is None:
+        return "png"
+    if not isinstance(value, str) or value.lower() not in draw.FORMATS:
+        raise BadParameter(f"'image_format' must be one of {', '.join(draw.FORMATS)}")
+    return value.lower()

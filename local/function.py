@@ -31,7 +31,6 @@ def load():
     os.environ.setdefault("DETECTOR_PATH", str(detector_path()))
     os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "pose")
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
-    os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     warnings.filterwarnings("ignore", message="No application metrics to publish")
     handler_dir = str(ROOT / "handler")

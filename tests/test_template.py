@@ -354,7 +354,7 @@ def test_api_key_guards_the_routes_but_never_the_preflight(translated, require_k
         # The routes still reach the function (SAM merged the events' integrations in).
         integration = operation["x-amazon-apigateway-integration"]
         assert integration["type"] == "aws_proxy"
-        assert "${PoseFunction.Arn}" in integration["uri"]["Fn::Sub"]
+        assert "${PoseFunctionAliaslive}" in integration["uri"]["Fn::Sub"]  # alias live
         # AddApiKeyRequiredToCorsPreflight: false. A browser's preflight sends no x-api-key.
         preflight = body["paths"][path]["options"]
         assert "security" not in preflight and preflight["x-amazon-apigateway-integration"]["type"] == "mock"
@@ -437,3 +437,128 @@ def test_optional_website_is_a_private_bucket_behind_cloudfront(template, resour
     assert config["DefaultRootObject"] == "index.html"
     for key in ("WebBucketName", "WebDistributionId", "WebUrl"):
         assert template["Outputs"][key]["Condition"] == "HasWebsite"
+
+
+# --- cold starts: the alias, SnapStart, provisioned concurrency -----------------------------
+
+
+NO_VALUE = {"Ref": "AWS::NoValue"}
+
+
+def evaluate(value, template: dict, parameters: dict):
+    """`value` with its Fn::If resolved as CloudFormation would for these parameter values (the
+    template's defaults for the others); AWS::NoValue drops the key."""
+    params = {k: str(p.get("Default", "")) for k, p in template["Parameters"].items()} | parameters
+
+    def condition(expr) -> bool:
+        if isinstance(expr, dict) and "Fn::Equals" in expr:
+            a, b = (params[x["Ref"]] if isinstance(x, dict) else str(x) for x in expr["Fn::Equals"])
+            return a == b
+        if isinstance(expr, dict) and "Fn::Not" in expr:
+            return not condition(expr["Fn::Not"][0])
+        if isinstance(expr, dict) and "Condition" in expr:
+            return condition(template["Conditions"][expr["Condition"]])
+        raise AssertionError(f"unexpected condition {expr}")
+
+    def walk(v):
+        if isinstance(v, dict) and "Fn::If" in v:
+            name, yes, no = v["Fn::If"]
+            return walk(yes if condition(template["Conditions"][name]) else no)
+        if isinstance(v, dict):
+            return {k: x for k, x in ((k, walk(x)) for k, x in v.items()) if x != NO_VALUE}
+        if isinstance(v, list):
+            return [x for x in map(walk, v) if x != NO_VALUE]
+        return v
+
+    return walk(value)
+
+
+def test_the_api_invokes_alias_live(translated):
+    (alias,) = of_type(translated, "AWS::Lambda::Alias").values()
+    assert alias["Properties"]["Name"] == "live"
+    (version_id,) = of_type(translated, "AWS::Lambda::Version")
+    assert alias["Properties"]["FunctionVersion"] == {"Fn::GetAtt": [version_id, "Version"]}
+    paths = translated["Resources"]["PoseApi"]["Properties"]["Body"]["paths"]
+    for path, method in (("/pose", "post"), ("/health", "get")):
+        uri = paths[path][method]["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"]
+        assert "${PoseFunctionAliaslive}" in uri, uri
+    for permission in of_type(translated, "AWS::Lambda::Permission").values():
+        assert permission["Properties"]["FunctionName"] == {"Ref": "PoseFunctionAliaslive"}
+
+
+@pytest.mark.parametrize("snapstart", ["false", "true"])
+def test_snapstart_applies_to_published_versions_when_asked(template, translated, snapstart):
+    assert template["Parameters"]["SnapStart"]["Default"] == "false"
+    fn = evaluate(translated["Resources"]["PoseFunction"]["Properties"], template, {"SnapStart": snapstart})
+    if snapstart == "true":
+        assert fn["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+    else:
+        assert "SnapStart" not in fn
+    assert fn["Runtime"] == "python3.12"  # SnapStart for Python starts at 3.12
+
+
+@pytest.mark.parametrize("count", ["0", "3"])
+def test_provisioned_concurrency_is_on_the_alias_when_asked(template, translated, count):
+    assert template["Parameters"]["ProvisionedConcurrency"]["Default"] == 0
+    (alias,) = of_type(translated, "AWS::Lambda::Alias").values()
+    props = evaluate(alias["Properties"], template, {"ProvisionedConcurrency": count})
+    if count == "0":
+        assert "ProvisionedConcurrencyConfig" not in props
+    else:
+        assert props["ProvisionedConcurrencyConfig"] == {"ProvisionedConcurrentExecutions": {"Ref": "ProvisionedConcurrency"}}
+
+
+def test_snapstart_and_provisioned_concurrency_are_refused_together(template):
+    (rule,) = template["Rules"].values()
+    assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "SnapStart"}, "true"]}
+    assert rule["Assertions"][0]["Assert"] == {"Fn::Equals": [{"Ref": "ProvisionedConcurrency"}, "0"]}
+
+
+def _parameters_used(value, template: dict) -> set[str]:
+    """Parameters a value refers to: Ref, ${...} in Fn::Sub, and those of the conditions of its Fn::If."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k == "Ref" and v in template["Parameters"]:
+                found.add(v)
+            elif k == "Fn::Sub":
+                text = v if isinstance(v, str) else v[0]
+                found |= {n for n in re.findall(r"\$\{([^}.!]+)\}", text) if n in template["Parameters"]}
+                found |= _parameters_used(v, template) if not isinstance(v, str) else set()
+            elif k == "Fn::If":
+                found |= _parameters_used(template["Conditions"][v[0]], template) | _parameters_used(v[1:], template)
+            else:
+                found |= _parameters_used(v, template)
+    elif isinstance(value, list):
+        for v in value:
+            found |= _parameters_used(v, template)
+    return found
+
+
+def test_a_parameter_change_publishes_a_new_version(template, function, translated):
+    """SAM names the version after the function's properties before parameters are resolved, so a
+    changed parameter alone would leave alias live on the old version (the old model, no SnapStart).
+    The version's description names every parameter the function uses: a change replaces the
+    version, and CloudFormation publishes a new one."""
+    props = {**template["Globals"]["Function"], **function["Properties"]}
+    props = {k: v for k, v in props.items() if k not in ("Events", "VersionDescription", "ProvisionedConcurrencyConfig")}
+    used = _parameters_used(props, template)
+    assert {"ModelName", "ModelS3Uri", "MemorySize", "SnapStart", "LogLevel"} <= used
+    (version,) = of_type(translated, "AWS::Lambda::Version").values()
+    described = set(re.findall(r"\$\{(\w+)\}", version["Properties"]["Description"]["Fn::Sub"]))
+    assert used <= described, used - described
+
+
+def test_the_version_description_fits_lambdas_256_characters(template, function):
+    """Every parameter at its longest allowed value."""
+    longest = {}
+    for name, p in template["Parameters"].items():
+        if "AllowedValues" in p:
+            longest[name] = max(map(str, p["AllowedValues"]), key=len)
+        elif p["Type"] == "Number":
+            longest[name] = str(p.get("MaxValue", 10 ** 6))
+        else:
+            assert "MaxLength" in p or "AllowedPattern" in p, name
+            longest[name] = "x" * p.get("MaxLength", 64)
+    text = function["Properties"]["VersionDescription"]["Fn::Sub"]
+    assert len(re.sub(r"\$\{(\w+)\}", lambda m: longest[m[1]], text)) <= 256

@@ -65,15 +65,16 @@ def to_json(found: People, card: Card, threshold: float, image_size: tuple[int, 
     }
 
 
-def annotated_image(rgb: np.ndarray, found: People, card: Card, threshold: float) -> tuple[str, bytes]:
-    """(media type, bytes) of the drawing: a PNG, or a JPEG when a detailed photo's PNG would push
-    the reply past Lambda's 6 MB."""
+def annotated_image(rgb: np.ndarray, found: People, card: Card, threshold: float,
+                    image_format: str = "png") -> tuple[str, bytes]:
+    """(media type, bytes) of the drawing as `image_format` (draw.FORMATS), or a JPEG when a detailed
+    photo's image would push the reply past Lambda's 6 MB."""
     drawing = draw.annotate(rgb, [(p.points, p.scores >= threshold, p.box) for p in found.people],
-                            card.sides, card.skeleton)
-    data = draw.png_bytes(drawing)
+                            card.sides, card.skeleton, palette=image_format == "png")
+    media_type, data = draw.encode(drawing, image_format)
     if len(data) > MAX_ANNOTATED_BYTES:
-        return "image/jpeg", draw.jpeg_bytes(drawing)
-    return "image/png", data
+        return draw.encode(drawing, "jpeg")
+    return media_type, data
 
 
 def data_url(media_type: str, data: bytes) -> str:
