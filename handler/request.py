@@ -28,7 +28,7 @@ MAX_BODY_CHARS = 6 * 1024 * 1024  # API Gateway's payload limit
 MAX_IMAGE_B64_CHARS = (image.MAX_BYTES + 2) // 3 * 4
 PEOPLE_LIMIT = 20  # the largest max_people a request may ask for
 MAX_JSON_DEPTH = 64  # arrays and objects nested deeper are refused (400): no field needs more than 2
-PARAMETERS = ("threshold", "return_image", "max_people")
+PARAMETERS = ("threshold", "return_image", "max_people", "image_format")
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")  # ASCII digits only
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 

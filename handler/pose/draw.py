@@ -1,5 +1,5 @@
 """The annotated image: the photo with every person's visible joints as dots, visible limbs as
-lines, and a thin box with the person's number (1 = the best-scored) around each; and its encoding.
+lines, and a thin box with the person's number (1 = people[0], the main person) around each; and its encoding.
 
 The PNG is a palette PNG: the photo is reduced to 251 colours (Pillow's fast octree) and the drawing
 is then made in its own exact colours. Against a truecolour PNG (compress level 1) it took 0.27x the
