@@ -88,8 +88,21 @@ class OutputSpec:
     encoding: str | None = None  # keypoints only
 
 
+class _Described:
+    """A card that keeps its JSON document (`raw`) as the file had it."""
+
+    raw: Mapping[str, Any]
+
+    def to_json(self) -> str:
+        return json.dumps(self.raw, sort_keys=True)
+
+    def describe(self) -> dict[str, Any]:
+        """The card as plain JSON-able data (for /health)."""
+        return json.loads(self.to_json())
+
+
 @dataclass(frozen=True)
-class Card:
+class Card(_Described):
     name: str
     version: str
     source: str
@@ -103,13 +116,6 @@ class Card:
     flip_pairs: tuple[tuple[int, int], ...]
     threshold: float
     raw: Mapping[str, Any]
-
-    def to_json(self) -> str:
-        return json.dumps(self.raw, sort_keys=True)
-
-    def describe(self) -> dict[str, Any]:
-        """The card as plain JSON-able data (for /health)."""
-        return json.loads(self.to_json())
 
 
 @dataclass(frozen=True)
@@ -131,7 +137,7 @@ class BoxesSpec:
 
 
 @dataclass(frozen=True)
-class DetectorCard:
+class DetectorCard(_Described):
     name: str
     version: str
     source: str
@@ -142,13 +148,6 @@ class DetectorCard:
     score_threshold: float
     nms_iou: float
     raw: Mapping[str, Any]
-
-    def to_json(self) -> str:
-        return json.dumps(self.raw, sort_keys=True)
-
-    def describe(self) -> dict[str, Any]:
-        """The card as plain JSON-able data (for /health)."""
-        return json.loads(self.to_json())
 
 
 MAX_CARD_CHARS = 65_536  # the served cards are under 8 KB; /health returns the card whole
