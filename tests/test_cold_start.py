@@ -41,7 +41,7 @@ def test_the_function_imports_from_the_layer_alone_and_never_the_xray_sdk_or_bot
 def test_a_cold_start_without_bytecode_stays_near_the_floor(layer):
     """Fresh processes, without bytecode, alternating: the handler's import (models loaded and warmed)
     against the floor (numpy, onnxruntime, Pillow, the sessions, one run each). Median of the paired
-    CPU-time ratios; make bench measures it at length (measured 1.5x; with the X-Ray SDK 2.7x)."""
+    CPU-time ratios; make bench measures it at length (measured 1.4-1.5x; with the X-Ray SDK 2.4-2.7x)."""
     ratios = []
     for i in range(5):
         took = {}
