@@ -98,3 +98,18 @@ def local_server(model_path: Path | None = None, log_dir: Path | None = None, ap
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    """A moto S3 (and IAM) server on 127.0.0.1, on a free port, for the module that asks for it."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -25,7 +24,6 @@ from conftest import DATA, ROOT, served_model
 from test_batch_local import api_reply, assert_same_reply
 
 pytest.importorskip("moto.server")
-from moto.server import ThreadedMotoServer  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "handler"))
 import gather  # noqa: E402
@@ -110,16 +108,6 @@ def huge_png() -> bytes:
     buf = io.BytesIO()
     Image.new("1", (10_000, 8_000)).save(buf, "PNG")
     return buf.getvalue()
-
-
-@pytest.fixture(scope="module")
-def endpoint():
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import logging
 import os
 import socket
 import subprocess
@@ -29,7 +28,6 @@ import pytest
 from conftest import ROOT, served_model
 
 pytest.importorskip("moto.server")
-from moto.server import ThreadedMotoServer  # noqa: E402
 
 BUCKET = "pose-models"
 SMALL = ROOT / "models" / "efficientpose.onnx"  # quick to load where the test is about the download
@@ -51,17 +49,6 @@ if "--pose" in sys.argv:
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture(scope="module")
-def endpoint():
-    """A moto S3 (and IAM) server on 127.0.0.1, on a free port, for this module."""
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 def client(endpoint: str, service: str = "s3", key: str = "testing", secret: str = "testing"):
