@@ -10,17 +10,22 @@ import base64
 import json
 import time
 import uuid
-from urllib.parse import parse_qs
+from collections.abc import Iterable
+from urllib.parse import parse_qsl
 
 BINARY_MEDIA_TYPES = ("image/jpeg", "image/png", "image/webp")
 
 
-def proxy_event(method: str, path: str, body: bytes | str | None = None, headers: dict | None = None,
-                query: str | dict | None = None) -> dict:
-    headers = dict(headers or {})
-    if isinstance(query, str):
-        query = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
-    content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+def proxy_event(method: str, path: str, body: bytes | str | None = None,
+                headers: dict | Iterable[tuple[str, str]] | None = None, query: str | dict | None = None) -> dict:
+    """The event API Gateway sends for this request. `headers` as (name, value) pairs may repeat a name,
+    as `query` as a query string may: the single-value maps get the last value of each name, the
+    multi-value maps all of them in order, as API Gateway's do."""
+    header_pairs = headers.items() if isinstance(headers, dict) else headers or ()
+    query_pairs = parse_qsl(query, keep_blank_values=True) if isinstance(query, str) else (query or {}).items()
+    headers, multi_headers = value_maps(header_pairs)
+    query, multi_query = value_maps(query_pairs)
+    content_type = header(headers, "content-type")
     binary = content_type.split(";")[0].strip().lower() in BINARY_MEDIA_TYPES
     if body is None or body == b"" or body == "":
         text, encoded = None, False
@@ -34,21 +39,34 @@ def proxy_event(method: str, path: str, body: bytes | str | None = None, headers
         "resource": path,
         "path": path,
         "httpMethod": method,
-        "headers": headers,
-        "multiValueHeaders": {k: [v] for k, v in headers.items()},
-        "queryStringParameters": query or None,
-        "multiValueQueryStringParameters": {k: [v] for k, v in query.items()} if query else None,
+        "headers": headers or {},
+        "multiValueHeaders": multi_headers or {},
+        "queryStringParameters": query,
+        "multiValueQueryStringParameters": multi_query,
         "pathParameters": None,
         "stageVariables": None,
         "requestContext": {
             "resourcePath": path, "httpMethod": method, "path": f"/Prod{path}", "stage": "Prod",
             "requestId": request_id, "accountId": "123456789012", "apiId": "local",
-            "identity": {"sourceIp": "127.0.0.1", "userAgent": headers.get("User-Agent", "local")},
+            "identity": {"sourceIp": "127.0.0.1", "userAgent": header(headers, "user-agent") or "local"},
             "requestTimeEpoch": int(time.time() * 1000), "protocol": "HTTP/1.1",
         },
         "body": text,
         "isBase64Encoded": encoded,
     }
+
+
+def value_maps(pairs: Iterable[tuple[str, str]]) -> tuple[dict | None, dict | None]:
+    """(last value of each name, all values of each name in order) of (name, value) pairs; None when empty."""
+    multi: dict[str, list[str]] = {}
+    for name, value in pairs:
+        multi.setdefault(name, []).append(value)
+    return {name: values[-1] for name, values in multi.items()} or None, multi or None
+
+
+def header(headers: dict | None, name: str) -> str:
+    """A header's value, its name matched in any case; "" when absent."""
+    return next((v for k, v in (headers or {}).items() if k.lower() == name), "")
 
 
 def json_event(path: str, payload: dict, method: str = "POST") -> dict:
