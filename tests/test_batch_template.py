@@ -14,7 +14,7 @@ import re
 
 import pytest
 
-from test_template import ROOT, translate
+from test_template import ROOT, refused_by, translate
 
 DEFINITION = ROOT / "statemachine" / "batch.asl.json"
 BATCH_RESOURCES = ("BatchFunction", "BatchFunctionLogGroup", "GatherFunction", "GatherFunctionLogGroup",
@@ -137,7 +137,8 @@ def test_the_batch_function_runs_the_same_code_with_the_same_layers(template, tr
     batch, pose = resources["BatchFunction"]["Properties"], resources["PoseFunction"]["Properties"]
     assert batch["CodeUri"] == pose["CodeUri"] == "handler/" and batch["Handler"] == "batch.lambda_handler"
     assert batch["Layers"] == pose["Layers"]
-    assert batch["Environment"]["Variables"]["MODEL_PATH"] == pose["Environment"]["Variables"]["MODEL_PATH"]
+    for name in ("MODEL_PATH", "DETECTOR_PATH"):
+        assert batch["Environment"]["Variables"][name] == pose["Environment"]["Variables"][name], name
     assert batch["MemorySize"] == {"Ref": "BatchMemorySize"}
     assert template["Parameters"]["BatchMemorySize"]["MinValue"] >= 1769
     gather = resources["GatherFunction"]["Properties"]
@@ -203,3 +204,12 @@ def test_batch_prefix_patterns(template, prefix, ok):
     assert bool(re.fullmatch(template["Parameters"]["BatchInputPrefix"]["AllowedPattern"], prefix)) is ok
     out_ok = ok and prefix != ""  # the output prefix may not be the whole bucket
     assert bool(re.fullmatch(template["Parameters"]["BatchOutputPrefix"]["AllowedPattern"], prefix)) is out_ok
+
+
+@pytest.mark.parametrize("bucket, prefix, refused", [("my-photos", "", True), ("my-photos", "photos/", False),
+                                                     ("", "", False)])
+def test_the_batch_reads_under_a_prefix_never_the_whole_bucket(template, bucket, prefix, refused):
+    """The read grants end in ${BatchInputPrefix}*: an empty prefix would grant the whole bucket, so
+    CloudFormation refuses it once there is a batch (an empty prefix without one grants nothing)."""
+    got = refused_by(template, {"BatchInputBucket": bucket, "BatchInputPrefix": prefix, "BatchOutputBucket": "my-results"})
+    assert got == (["BatchReadsUnderAPrefix"] if refused else [])

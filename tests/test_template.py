@@ -26,6 +26,7 @@ ENV_VARS = {
     "MODEL_PATH",
     "MODEL_S3_URI",
     "MODEL_SHA256",
+    "DETECTOR_PATH",
     "ALLOWED_ORIGIN",
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_METRICS_NAMESPACE",
@@ -86,8 +87,9 @@ def translated(template) -> dict:
     return translate(template)
 
 
-def translate(template: dict) -> dict:
-    """The template as SAM translates it to CloudFormation (offline, as `sam validate` does)."""
+def translate(template: dict, parameters: dict[str, str] | None = None) -> dict:
+    """The template as SAM translates it to CloudFormation (offline, as `sam validate` does), for
+    these parameter values (the defaults for the others)."""
     import boto3
     from samtranslator.parser.parser import Parser
     from samtranslator.translator.translator import Translator
@@ -101,7 +103,7 @@ def translate(template: dict) -> dict:
         if "DefinitionUri" in props:  # a state machine's definition file, inline so that its content is checked
             props["Definition"] = json.loads((ROOT / props.pop("DefinitionUri")).read_text())
     translator = Translator(None, Parser(), boto_session=boto3.Session(region_name="us-east-1"))
-    return translator.translate(sam, parameter_values={}, get_managed_policy_map=lambda: {})
+    return translator.translate(sam, parameter_values=dict(parameters or {}), get_managed_policy_map=lambda: {})
 
 
 def of_type(translated: dict, cfn_type: str) -> dict:
@@ -172,13 +174,30 @@ def test_environment(function, template):
     assert "AWS_LAMBDA_FUNCTION_MEMORY_SIZE" not in env  # Lambda sets it
 
 
-def test_layers_attached(function, template):
-    layers = function["Properties"]["Layers"]
-    assert {"Ref": "DepsLayer"} in layers
-    # No model layer when the model comes from S3.
-    assert {"Fn::If": ["UseModelLayer", {"Ref": "ModelLayer"}, {"Ref": "AWS::NoValue"}]} in layers
+def test_the_detector_has_a_source_in_every_configuration(function, template):
+    """Always set, never left to the handler's default: the model layer's detector, or "none"."""
+    env = function["Properties"]["Environment"]["Variables"]
+    assert env["DETECTOR_PATH"] == {"Fn::If": ["HasDetector", "/opt/model/nanodet.int8.onnx", "none"]}
+    assert template["Conditions"]["HasDetector"] == {"Fn::Equals": [{"Ref": "DetectPeople"}, "true"]}
+    assert template["Parameters"]["DetectPeople"]["Default"] == "true"
+    makefile = (ROOT / "layers" / "model" / "Makefile").read_text()
+    shipped = re.search(r"^DETECTORS \?= (.+)$", makefile, re.M).group(1).split()
+    assert [f"/opt/model/{name}.int8.onnx" for name in shipped] == [env["DETECTOR_PATH"]["Fn::If"][1]]
+
+
+@pytest.mark.parametrize("model_s3_uri", ["", "s3://my-models/pose.onnx"])
+@pytest.mark.parametrize("detect_people", ["true", "false"])
+def test_the_model_layer_is_attached_whenever_a_file_comes_from_it(template, function, model_s3_uri, detect_people):
+    """The pose model (no ModelS3Uri) or the person detector (DetectPeople): either needs the layer."""
+    params = {"ModelS3Uri": model_s3_uri, "DetectPeople": detect_people}
+    props = evaluate(function["Properties"], template, params, substitute=True)
+    needed = model_s3_uri == "" or detect_people == "true"
+    assert props["Layers"] == [{"Ref": "DepsLayer"}] + ([{"Ref": "ModelLayer"}] if needed else [])
+    env = props["Environment"]["Variables"]
+    assert env["DETECTOR_PATH"].startswith("/opt/model/") if detect_people == "true" else env["DETECTOR_PATH"] == "none"
+    assert ("MODEL_S3_URI" in env) is bool(model_s3_uri)
     assert template["Resources"]["ModelLayer"]["Condition"] == "UseModelLayer"
-    assert template["Conditions"]["UseModelLayer"] == {"Fn::Equals": [{"Ref": "ModelS3Uri"}, ""]}
+    assert holds(template["Conditions"]["UseModelLayer"], template, parameter_values(template, params)) is needed
 
 
 def test_layer_contents_and_compatibility(resources):
@@ -321,18 +340,6 @@ def test_one_prod_stage_with_throttling(api, translated):
     assert stage["Properties"]["TracingEnabled"] is True
 
 
-def resolve_if(node, conditions: dict[str, bool]):
-    """`node` with every Fn::If decided by `conditions`, as CloudFormation would."""
-    if isinstance(node, dict):
-        if set(node) == {"Fn::If"}:
-            name, when_true, when_false = node["Fn::If"]
-            return resolve_if(when_true if conditions[name] else when_false, conditions)
-        return {k: resolve_if(v, conditions) for k, v in node.items()}
-    if isinstance(node, list):
-        return [resolve_if(v, conditions) for v in node]
-    return node
-
-
 def test_api_key_is_optional_and_off_by_default(template):
     p = template["Parameters"]["RequireApiKey"]
     assert p["Default"] == "false" and sorted(p["AllowedValues"]) == ["false", "true"]
@@ -342,10 +349,10 @@ def test_api_key_is_optional_and_off_by_default(template):
 
 
 @pytest.mark.parametrize("require_key", [True, False])
-def test_api_key_guards_the_routes_but_never_the_preflight(translated, require_key):
+def test_api_key_guards_the_routes_but_never_the_preflight(template, translated, require_key):
     """The deployed API as CloudFormation resolves it, with RequireApiKey true and false."""
     (rest_api,) = of_type(translated, "AWS::ApiGateway::RestApi").values()
-    body = resolve_if(rest_api["Properties"]["Body"], {"HasApiKey": require_key, "HasWebsite": False})
+    body = evaluate(rest_api["Properties"]["Body"], template, {"RequireApiKey": str(require_key).lower()})
     assert body["components"]["securitySchemes"]["api_key"] == {"type": "apiKey", "name": "x-api-key", "in": "header"}
     expected = [{"api_key": []}] if require_key else []
     for path, method in (("/pose", "post"), ("/health", "get")):
@@ -443,27 +450,45 @@ def test_optional_website_is_a_private_bucket_behind_cloudfront(template, resour
 
 
 NO_VALUE = {"Ref": "AWS::NoValue"}
+PSEUDO = {"AWS::Region": "us-east-1", "AWS::Partition": "aws", "AWS::AccountId": "123456789012",
+          "AWS::StackName": "pose", "AWS::URLSuffix": "amazonaws.com"}
 
 
-def evaluate(value, template: dict, parameters: dict):
+def parameter_values(template: dict, parameters: dict[str, str]) -> dict[str, str]:
+    """Every parameter's value as CloudFormation passes it (a string): `parameters`, else the default."""
+    return {k: str(p.get("Default", "")) for k, p in template["Parameters"].items()} | parameters
+
+
+def holds(expr, template: dict, params: dict[str, str]) -> bool:
+    """A condition, or a rule's assertion, as CloudFormation decides it for these parameter values."""
+    ((fn, args),) = expr.items()
+    if fn == "Fn::Equals":
+        a, b = (params[x["Ref"]] if isinstance(x, dict) else str(x) for x in args)
+        return a == b
+    if fn == "Fn::Not":
+        return not holds(args[0], template, params)
+    if fn in ("Fn::And", "Fn::Or"):
+        return (all if fn == "Fn::And" else any)(holds(x, template, params) for x in args)
+    if fn == "Condition":
+        return holds(template["Conditions"][args], template, params)
+    raise AssertionError(f"unexpected condition {expr}")
+
+
+def evaluate(value, template: dict, parameters: dict[str, str], substitute: bool = False):
     """`value` with its Fn::If resolved as CloudFormation would for these parameter values (the
-    template's defaults for the others); AWS::NoValue drops the key."""
-    params = {k: str(p.get("Default", "")) for k, p in template["Parameters"].items()} | parameters
-
-    def condition(expr) -> bool:
-        if isinstance(expr, dict) and "Fn::Equals" in expr:
-            a, b = (params[x["Ref"]] if isinstance(x, dict) else str(x) for x in expr["Fn::Equals"])
-            return a == b
-        if isinstance(expr, dict) and "Fn::Not" in expr:
-            return not condition(expr["Fn::Not"][0])
-        if isinstance(expr, dict) and "Condition" in expr:
-            return condition(template["Conditions"][expr["Condition"]])
-        raise AssertionError(f"unexpected condition {expr}")
+    template's defaults for the others); AWS::NoValue drops the key. With `substitute`, also each Ref
+    to a parameter or pseudo parameter and each ${...} of a string Fn::Sub (other references stay)."""
+    params = parameter_values(template, parameters)
+    known = params | PSEUDO
 
     def walk(v):
         if isinstance(v, dict) and "Fn::If" in v:
             name, yes, no = v["Fn::If"]
-            return walk(yes if condition(template["Conditions"][name]) else no)
+            return walk(yes if holds(template["Conditions"][name], template, params) else no)
+        if substitute and isinstance(v, dict) and v.get("Ref") in known:
+            return known[v["Ref"]]
+        if substitute and isinstance(v, dict) and isinstance(v.get("Fn::Sub"), str):
+            return re.sub(r"\$\{([\w:]+)\}", lambda m: known.get(m[1], m[0]), v["Fn::Sub"])
         if isinstance(v, dict):
             return {k: x for k, x in ((k, walk(x)) for k, x in v.items()) if x != NO_VALUE}
         if isinstance(v, list):
@@ -508,10 +533,19 @@ def test_provisioned_concurrency_is_on_the_alias_when_asked(template, translated
         assert props["ProvisionedConcurrencyConfig"] == {"ProvisionedConcurrentExecutions": {"Ref": "ProvisionedConcurrency"}}
 
 
-def test_snapstart_and_provisioned_concurrency_are_refused_together(template):
-    (rule,) = template["Rules"].values()
-    assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "SnapStart"}, "true"]}
-    assert rule["Assertions"][0]["Assert"] == {"Fn::Equals": [{"Ref": "ProvisionedConcurrency"}, "0"]}
+def refused_by(template: dict, parameters: dict[str, str]) -> list[str]:
+    """The rules that would make CloudFormation refuse these parameter values."""
+    params = parameter_values(template, parameters)
+    return [name for name, rule in template["Rules"].items()
+            if holds(rule["RuleCondition"], template, params)
+            and not all(holds(a["Assert"], template, params) for a in rule["Assertions"])]
+
+
+@pytest.mark.parametrize("snapstart, count, refused", [("true", "3", True), ("true", "0", False),
+                                                        ("false", "3", False), ("false", "0", False)])
+def test_snapstart_and_provisioned_concurrency_are_refused_together(template, snapstart, count, refused):
+    got = refused_by(template, {"SnapStart": snapstart, "ProvisionedConcurrency": count})
+    assert got == (["SnapStartOrProvisionedConcurrency"] if refused else [])
 
 
 def _parameters_used(value, template: dict) -> set[str]:
@@ -527,6 +561,8 @@ def _parameters_used(value, template: dict) -> set[str]:
                 found |= _parameters_used(v, template) if not isinstance(v, str) else set()
             elif k == "Fn::If":
                 found |= _parameters_used(template["Conditions"][v[0]], template) | _parameters_used(v[1:], template)
+            elif k == "Condition" and isinstance(v, str):  # a condition made of others
+                found |= _parameters_used(template["Conditions"][v], template)
             else:
                 found |= _parameters_used(v, template)
     elif isinstance(value, list):
@@ -541,9 +577,11 @@ def test_a_parameter_change_publishes_a_new_version(template, function, translat
     The version's description names every parameter the function uses: a change replaces the
     version, and CloudFormation publishes a new one."""
     props = {**template["Globals"]["Function"], **function["Properties"]}
-    props = {k: v for k, v in props.items() if k not in ("Events", "VersionDescription", "ProvisionedConcurrencyConfig")}
+    # Reserved concurrency is the function's, provisioned concurrency the alias's: neither is a version's.
+    props = {k: v for k, v in props.items()
+             if k not in ("Events", "VersionDescription", "ProvisionedConcurrencyConfig", "ReservedConcurrentExecutions")}
     used = _parameters_used(props, template)
-    assert {"ModelName", "ModelS3Uri", "MemorySize", "SnapStart", "LogLevel"} <= used
+    assert {"ModelName", "ModelS3Uri", "MemorySize", "SnapStart", "LogLevel", "DetectPeople"} <= used
     (version,) = of_type(translated, "AWS::Lambda::Version").values()
     described = set(re.findall(r"\$\{(\w+)\}", version["Properties"]["Description"]["Fn::Sub"]))
     assert used <= described, used - described
@@ -562,3 +600,53 @@ def test_the_version_description_fits_lambdas_256_characters(template, function)
             longest[name] = "x" * p.get("MaxLength", 64)
     text = function["Properties"]["VersionDescription"]["Fn::Sub"]
     assert len(re.sub(r"\$\{(\w+)\}", lambda m: longest[m[1]], text)) <= 256
+
+
+# --- concurrency and access logs ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("function, parameter", [("PoseFunction", "ApiReservedConcurrency"),
+                                                 ("BatchFunction", "BatchReservedConcurrency")])
+@pytest.mark.parametrize("count", ["0", "50"])
+def test_each_function_may_reserve_its_concurrency(template, translated, function, parameter, count):
+    """Reserved, the API keeps its share whatever the batch does, and the batch cannot take more than
+    its own; 0 reserves nothing (Lambda's 0 would throttle every call)."""
+    p = template["Parameters"][parameter]
+    assert p["Type"] == "Number" and p["Default"] == 0 and p["MinValue"] == 0
+    assert parameter in template["Description"]
+    props = evaluate(translated["Resources"][function]["Properties"], template, {parameter: count}, substitute=True)
+    if count == "0":
+        assert "ReservedConcurrentExecutions" not in props
+    else:
+        assert props["ReservedConcurrentExecutions"] == count
+
+
+ACCESS_LOG_FIELDS = {"requestId", "ip", "requestTime", "method", "path", "status", "latencyMs", "error"}
+
+
+@pytest.mark.parametrize("days", ["0", "30"])
+def test_the_stage_writes_an_access_log_when_asked(template, translated, days):
+    p = template["Parameters"]["ApiAccessLogRetentionDays"]
+    assert p["Default"] == 0 and set(p["AllowedValues"]) - {0} == set(template["Parameters"]["LogRetentionDays"]["AllowedValues"])
+    (stage,) = of_type(translated, "AWS::ApiGateway::Stage").values()
+    props = evaluate(stage["Properties"], template, {"ApiAccessLogRetentionDays": days})
+    group = translated["Resources"]["PoseApiAccessLogGroup"]
+    assert group["Type"] == "AWS::Logs::LogGroup" and group["DeletionPolicy"] == "Delete"
+    assert holds({"Condition": group["Condition"]}, template, parameter_values(template, {"ApiAccessLogRetentionDays": days})) is (days != "0")
+    if days == "0":
+        assert "AccessLogSetting" not in props
+        return
+    assert group["Properties"]["RetentionInDays"] == {"Ref": "ApiAccessLogRetentionDays"}
+    setting = props["AccessLogSetting"]
+    assert setting["DestinationArn"] == {"Fn::GetAtt": ["PoseApiAccessLogGroup", "Arn"]}
+    # API Gateway fills in the values unescaped: each line is JSON only if no value can hold a quote.
+    # messageString is the error message in quotes; the other values are ids, numbers, IPs and routes.
+    variables = set(re.findall(r"\$context\.[\w.]+", setting["Format"]))
+    assert variables <= {"$context.requestId", "$context.identity.sourceIp", "$context.requestTime",
+                         "$context.httpMethod", "$context.resourcePath", "$context.status",
+                         "$context.responseLength", "$context.responseLatency", "$context.integrationLatency",
+                         "$context.integration.status", "$context.identity.apiKeyId",
+                         "$context.error.responseType", "$context.error.messageString"}, variables
+    line = setting["Format"].replace("$context.error.messageString", '"Too Many Requests"')
+    line = re.sub(r"\$context\.[\w.]+", "-", line)
+    assert ACCESS_LOG_FIELDS <= set(json.loads(line))

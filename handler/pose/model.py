@@ -272,12 +272,16 @@ def load_from_env(env: dict[str, str] | None = None) -> PoseModel:
 
 
 def load_detector_from_env(env: dict[str, str] | None = None):
-    """The person detector as the environment configures it (``DETECTOR_PATH``, default the model
-    layer's); None when ``DETECTOR_PATH`` is "none": then every photo is one person's."""
+    """The person detector as the environment configures it (``DETECTOR_PATH``, which template.yaml
+    sets in every function; default the model layer's); None when ``DETECTOR_PATH`` is "none": then
+    every photo is one person's."""
     env = os.environ if env is None else env
     path = env.get("DETECTOR_PATH", DEFAULT_DETECTOR_PATH)
     if path.strip().lower() in ("", "none"):
         return None
+    if not Path(path).is_file():  # a model-file error would not say which of the two files is missing
+        raise ModelError(f"person detector not found: DETECTOR_PATH={path} (is the model layer attached? "
+                         f"DETECTOR_PATH=none serves without one)")
     from .detect import open_detector
 
     return open_detector(Path(path), threads=_threads(env))
