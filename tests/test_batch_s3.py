@@ -62,9 +62,9 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def client(endpoint: str, key: str = "testing", secret: str = "testing"):
+def client(endpoint: str, key: str = "testing", secret: str = "testing", config=None):
     return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=key,
-                        aws_secret_access_key=secret)
+                        aws_secret_access_key=secret, config=config)
 
 
 def invoke(endpoint: str, spec: dict, key: str = "testing", secret: str = "testing") -> dict:
@@ -230,6 +230,150 @@ def test_a_job_with_a_bad_parameter_fails_the_batch(endpoint, run):
     (batch,) = invoke(endpoint, {"batches": batched(run["items"][:2], 2, job=job)})["batches"]
     assert batch["raised"] == "BadParameter" and "threshold" in batch["message"]
     assert run["s3"].list_objects_v2(Bucket=RESULTS, Prefix="bad/")["KeyCount"] == 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# One photo's trouble with S3 is that photo's record. The batch runs in this process, on a client of moto
+# that first answers what S3 answers and moto 5.2 does not emulate (checked: moto stores a key of any length,
+# and gives an object encrypted with a customer key to a plain GET). botocore's Stubber cannot answer one
+# request among a batch's concurrent ones and let the others reach moto, so a before-send hook answers those
+# few with S3's error document, which botocore then parses as it parses S3's.
+
+SSE_C_REFUSAL = ("The object was stored using a form of Server Side Encryption. The correct parameters must be "
+                 "provided to retrieve the object.")  # S3's message to a GET without the customer key
+
+
+def like_s3(endpoint: str, refuse: dict[str, tuple[int, str]] | None = None):
+    """A client of moto, trying once (no retries), that answers as S3 does: PutObject of a key over 1,024 UTF-8
+    bytes is 400 KeyTooLongError; GetObject of an object stored with a customer key (SSE-C), without that key,
+    is 400 InvalidRequest; a request for a key in `refuse` gets that (status, S3 error code)."""
+    from urllib.parse import unquote, urlsplit
+
+    from botocore.awsrequest import AWSResponse
+    from botocore.config import Config
+    from urllib3 import HTTPResponse
+
+    s3 = client(endpoint, config=Config(retries={"max_attempts": 1}))
+    refuse, sse_c = refuse or {}, set()
+    customer_key = "x-amz-server-side-encryption-customer-algorithm"
+
+    def answer(request, **_):
+        bucket, _, key = unquote(urlsplit(request.url).path)[1:].partition("/")
+        if request.method == "PUT" and customer_key in request.headers:
+            sse_c.add((bucket, key))
+        if key in refuse:
+            status, code, message = *refuse[key], "refused by the test"
+        elif request.method == "PUT" and len(key.encode()) > 1024:
+            status, code, message = 400, "KeyTooLongError", "Your key is too long"
+        elif request.method == "GET" and (bucket, key) in sse_c and customer_key not in request.headers:
+            status, code, message = 400, "InvalidRequest", SSE_C_REFUSAL
+        else:
+            return None  # to moto
+        body = f"<Error><Code>{code}</Code><Message>{message}</Message><RequestId>t</RequestId></Error>".encode()
+        return AWSResponse(request.url, status, {"Content-Type": "application/xml"},
+                           HTTPResponse(io.BytesIO(body), preload_content=False))
+
+    s3.meta.events.register("before-send.s3", answer)
+    return s3
+
+
+@pytest.fixture(scope="module")
+def batch_function():
+    """handler/batch.py imported here, its models loaded from the environment as at the function's cold start."""
+    from local.function import detector_path
+
+    with pytest.MonkeyPatch.context() as env:
+        for name in ("MODEL_S3_URI", "MODEL_SHA256"):
+            env.delenv(name, raising=False)
+        env.setenv("MODEL_PATH", str(served_model()))
+        env.setenv("DETECTOR_PATH", str(detector_path()))
+        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        import batch
+    return batch
+
+
+TROUBLED_IN, TROUBLED_OUT = "troubled-photos", "troubled-results"
+LONG_NAME = "n" * (1020 - len(IN) - len(".jpg")) + ".jpg"  # its input key is 1,020 bytes; its result key is not
+
+
+@pytest.fixture(scope="module")
+def troubled(endpoint):
+    """A batch of five: two good photos, one whose result key passes 1,024 bytes, one stored with a customer
+    key (SSE-C), one whose annotated image S3 refuses (400 InvalidArgument)."""
+    s3 = like_s3(endpoint, {f"{OUT}annotated/astronaut.png.png": (400, "InvalidArgument")})
+    for bucket in (TROUBLED_IN, TROUBLED_OUT):
+        s3.create_bucket(Bucket=bucket)
+    for name in ("pose.jpg", "Pilots.jpg", "astronaut.png"):
+        s3.upload_file(str(DATA / name), TROUBLED_IN, IN + name)
+    s3.put_object(Bucket=TROUBLED_IN, Key=IN + LONG_NAME, Body=(DATA / "pose.jpg").read_bytes())
+    s3.put_object(Bucket=TROUBLED_IN, Key=IN + "sse.jpg", Body=(DATA / "pose.jpg").read_bytes(),
+                  SSECustomerAlgorithm="AES256", SSECustomerKey=os.urandom(32))
+    job = {**JOB, "input": {"bucket": TROUBLED_IN, "prefix": IN}, "output": {"bucket": TROUBLED_OUT, "prefix": OUT}}
+    return s3, listed(s3, TROUBLED_IN, IN), job
+
+
+def test_s3_refusing_one_photo_makes_that_photo_an_error_record_and_the_batch_keeps_the_others(batch_function,
+                                                                                              troubled):
+    s3, items, job = troubled
+    assert len((IN + LONG_NAME).encode()) == 1020 and len(items) == 5
+    summary = batch_function.run_batch(s3, items, job, EXECUTION, batch_function.MODEL, batch_function.DETECTOR)
+    assert summary["photos"] == 5 and summary["errors"] == 3 and summary["people"] >= 2
+    gathered = gather.gather_s3(s3, TROUBLED_OUT, OUT, EXECUTION)
+    lines = [json.loads(line) for line in
+             s3.get_object(Bucket=TROUBLED_OUT, Key=OUT + "results.jsonl")["Body"].read().decode().splitlines()]
+    assert gathered["photos"] == 5 and [line["file"] for line in lines] == [i["key"][len(IN):] for i in items]
+    errors = {line["file"]: line["error"] for line in lines if line["error"]}
+    assert {name: error["code"] for name, error in errors.items()} == {
+        "astronaut.png": "write_failed", LONG_NAME: "key_too_long", "sse.jpg": "unreadable"}
+    assert errors["sse.jpg"]["message"] == "the object is encrypted with a customer key (SSE-C)"
+    longest = len(f"{OUT}annotated/{LONG_NAME}.png".encode())  # its drawing's key, one byte over its record's
+    assert "InvalidArgument" in errors["astronaut.png"]["message"]
+    assert longest == 1035 and f"{longest} bytes" in errors[LONG_NAME]["message"]
+    # a result object, when there is one, is the photo's line; S3 took none of the refused photos' records
+    stored = {key[len(OUT + "results/"):-len(".json")]: json.loads(s3.get_object(Bucket=TROUBLED_OUT, Key=key)[
+        "Body"].read()) for key in every_key(s3)[TROUBLED_OUT] if key.startswith(OUT + "results/")}
+    assert stored == {line["file"]: line for line in lines if line["file"] not in ("astronaut.png", LONG_NAME)}
+    assert [line["annotated_image"] for line in lines if not line["error"]] == [
+        "annotated/Pilots.jpg.png", "annotated/pose.jpg.png"]
+
+
+@pytest.mark.parametrize("status, code, message, expected", [
+    (404, "NoSuchKey", "The specified key does not exist.", "not_found"),
+    (404, "404", "Not Found", "not_found"),
+    (403, "AccessDenied", "Access Denied", "forbidden"),
+    (403, "InvalidObjectState", "The operation is not valid for the object's storage class", "unreadable"),
+    (400, "InvalidRequest", SSE_C_REFUSAL, "unreadable"),
+    (400, "InvalidArgument", "x-amz-checksum-mode header is invalid", "unreadable"),
+    (503, "SlowDown", "Please reduce your request rate.", None),
+    (500, "InternalError", "We encountered an internal error. Please try again.", None),
+    (400, "RequestTimeout", "Your socket connection to the server was not read from or written to", None),
+    (404, "NoSuchBucket", "The specified bucket does not exist", None),  # the job's bucket, not the photo
+])
+def test_a_refused_read_is_the_photos_error_and_any_other_s3_failure_raises(batch_function, status, code, message,
+                                                                            expected):
+    from botocore.exceptions import ClientError
+
+    exc = ClientError({"Error": {"Code": code, "Message": message},
+                       "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject")
+    if expected is None:
+        with pytest.raises(ClientError):
+            batch_function.read_error(exc)
+        return
+    error = batch_function.read_error(exc)
+    assert error.code == expected and message not in error.message
+
+
+def test_s3_failing_on_one_photo_fails_the_batch_and_writes_no_part(batch_function, troubled):
+    """After boto3's retries (none here: the test's client makes one attempt) S3's own failure raises, so the
+    state machine retries the batch."""
+    from botocore.exceptions import ClientError
+
+    s3, items, job = troubled
+    slow = like_s3(s3.meta.endpoint_url, {IN + "pose.jpg": (503, "SlowDown")})
+    job = {**job, "output": {"bucket": TROUBLED_OUT, "prefix": "slow/"}}
+    with pytest.raises(ClientError, match="SlowDown"):
+        batch_function.run_batch(slow, items, job, EXECUTION, batch_function.MODEL, batch_function.DETECTOR)
+    assert not any(key.startswith("slow/parts/") for key in every_key(s3)[TROUBLED_OUT])
 
 
 # ---------------------------------------------------------------------------------------------------

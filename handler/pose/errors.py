@@ -1,4 +1,5 @@
-"""The few error types of the service; app.py turns each into one HTTP status."""
+"""The few error types of the service; app.py turns each into one HTTP status, and a batch (pose/records.py,
+batch.py) each into a photo's error record with its code."""
 
 
 class PoseError(Exception):
@@ -47,3 +48,44 @@ class ModelError(PoseError):
 
     status = 500
     code = "model_error"
+
+
+class PhotoError(PoseError):
+    """What keeps one photo of an S3 batch from its result, other than its bytes: S3 or the batch's clock
+    (batch.py). Only ever that photo's error record, never an HTTP reply."""
+
+
+class NotFound(PhotoError):
+    """The photo's object is gone (deleted after the listing)."""
+
+    code = "not_found"
+
+
+class Forbidden(PhotoError):
+    """S3 denies the function the photo's object."""
+
+    code = "forbidden"
+
+
+class Unreadable(PhotoError):
+    """S3 has the object but will not give it to a plain GET: archived, or encrypted with a customer key."""
+
+    code = "unreadable"
+
+
+class KeyTooLong(PhotoError):
+    """A result key of the photo would pass S3's limit on a key."""
+
+    code = "key_too_long"
+
+
+class WriteFailed(PhotoError):
+    """S3 refused a result object of the photo."""
+
+    code = "write_failed"
+
+
+class TimedOut(PhotoError):
+    """The batch had no time left to start the photo."""
+
+    code = "timeout"

@@ -57,6 +57,11 @@ def error_record(name: str, code: str, message: str) -> dict:
     return {"file": name, "people": [], "error": {"code": code, "message": message}}
 
 
+def failed_record(name: str, error: PoseError) -> dict:
+    """The record of a photo that `error` keeps from its result."""
+    return error_record(name, error.code, error.message)
+
+
 def photo_record(name: str, data: bytes, pose, detector: Detector | None,
                  options: Options = Options()) -> tuple[dict, tuple[str, bytes] | None]:
     """The photo's record and, with options.annotate, its annotated image (media type, bytes)."""
@@ -74,9 +79,9 @@ def photo_record(name: str, data: bytes, pose, detector: Detector | None,
         reply["timings_ms"] = {k: round(v, 2) for k, v in timings.items()}
         return {"file": name, **reply, "error": None}, drawing
     except PoseError as exc:
-        return error_record(name, exc.code, exc.message), None
+        return failed_record(name, exc), None
     except Exception as exc:  # one photo's failure must not stop the other photos of the batch
-        return error_record(name, "internal_error", f"{type(exc).__name__}: {str(exc)[:200]}"), None
+        return error_record(name, PoseError.code, f"{type(exc).__name__}: {str(exc)[:200]}"), None
 
 
 def image_entry(record: dict, image_id: int) -> dict | None:
