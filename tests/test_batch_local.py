@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -26,10 +27,48 @@ from conftest import DATA, EVAL, ROOT, served_model
 PHOTOS = ("pose.jpg", "Pilots.jpg", "astronaut.png")
 
 
-def cli(folder: Path, out: Path, *extra: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MODEL_PATH": str(served_model())}
+def cli(folder: Path, out: Path, *extra: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MODEL_PATH": str(served_model()), **env}
     return subprocess.run([sys.executable, "-m", "local.batch", str(folder), str(out), *extra], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def started(folder: Path, out: Path, *extra: str) -> subprocess.Popen:
+    """The CLI running in the background."""
+    env = {**os.environ, "MODEL_PATH": str(served_model())}
+    return subprocess.Popen([sys.executable, "-m", "local.batch", str(folder), str(out), *extra], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def workers_of(pid: int) -> list[int]:
+    """The worker processes of the CLI process `pid`: its children spawned by multiprocessing (not its
+    resource tracker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) if entry.name.isdigit() else 0
+            if ppid == pid and b"spawn_main" in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except (OSError, IndexError):  # gone meanwhile
+            continue
+    return found
+
+
+def wait_for_lines(process: subprocess.Popen, out: Path, count: int) -> None:
+    deadline = time.monotonic() + 120
+    while not ((out / "results.jsonl").is_file() and (out / "results.jsonl").read_text().count("\n") >= count):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no photo was done"
+        time.sleep(0.05)
+
+
+def linked_photos(tmp_path: Path, count: int) -> Path:
+    """`count` photos (symlinks to the committed three, in turn)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(count):
+        (photos / f"{i:02d}-{PHOTOS[i % 3]}").symlink_to(DATA / PHOTOS[i % 3])
+    return photos
 
 
 def lines(out: Path) -> list[dict]:
@@ -135,20 +174,11 @@ def test_a_second_run_skips_what_is_done_and_a_cut_last_line_is_redone(folder, t
 
 
 def test_ctrl_c_stops_cleanly_and_the_next_run_finishes_the_rest(tmp_path):
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for i in range(40):
-        (photos / f"{i:02d}-{PHOTOS[i % 3]}").symlink_to(DATA / PHOTOS[i % 3])
+    photos = linked_photos(tmp_path, 40)
     out = tmp_path / "out"
-    env = {**os.environ, "MODEL_PATH": str(served_model())}
-    process = subprocess.Popen([sys.executable, "-m", "local.batch", str(photos), str(out), "--workers", "2"],
-                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = started(photos, out, "--workers", "2")
     try:
-        deadline = time.monotonic() + 120
-        while not ((out / "results.jsonl").is_file() and (out / "results.jsonl").read_text().count("\n") >= 2):
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "no photo was done"
-            time.sleep(0.05)
+        wait_for_lines(process, out, 2)
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=120)
     finally:
@@ -163,6 +193,163 @@ def test_ctrl_c_stops_cleanly_and_the_next_run_finishes_the_rest(tmp_path):
     files = [line["file"] for line in lines(out)]
     assert len(files) == len(set(files)) == 40
     assert json.loads((out / "images.json").read_text())["images"][-1]["id"] == 40
+
+
+def test_what_is_not_a_readable_photo_file_is_an_error_line_not_a_hang(tmp_path):
+    """A FIFO blocks a read forever and /dev/zero never ends (the run hung, or died of memory with no
+    images.json): each is its error line, as are a dangling link and a file over the limit; a link to a photo
+    is the photo."""
+    from pose import records
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(DATA / "pose.jpg", photos / "pose.jpg")
+    (photos / "link.jpg").symlink_to(photos / "pose.jpg")
+    os.mkfifo(photos / "fifo.jpg")
+    (photos / "zero.jpg").symlink_to("/dev/zero")
+    (photos / "gone.jpg").symlink_to(photos / "deleted.jpg")
+    with open(photos / "big.png", "wb") as big:  # sparse: no disk used
+        big.truncate(records.MAX_BYTES + 1)
+    out = tmp_path / "out"
+    done = cli(photos, out, "--workers", "1", timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    by_file = {line["file"]: line for line in lines(out)}
+    assert {name: line["error"] and line["error"]["code"] for name, line in by_file.items()} == {
+        "pose.jpg": None, "link.jpg": None, "fifo.jpg": "unreadable", "zero.jpg": "unreadable",
+        "gone.jpg": "not_found", "big.png": "too_large"}
+    assert by_file["fifo.jpg"]["error"]["message"] == "not a regular file (a FIFO)"
+    assert by_file["zero.jpg"]["error"]["message"] == "not a regular file (a character device)"
+    assert by_file["link.jpg"]["people"] == by_file["pose.jpg"]["people"] != []
+    images = json.loads((out / "images.json").read_text())["images"]
+    assert sorted(image["file_name"] for image in images) == ["link.jpg", "pose.jpg"]
+
+
+def test_a_photo_whose_drawing_cannot_be_written_is_that_photos_error_line(folder, tmp_path):
+    out = tmp_path / "out"
+    (out / "annotated").mkdir(parents=True)
+    (out / "annotated" / "sub").write_text("a file where the folder of sub/'s drawings goes")
+    done = cli(folder, out, "--images")
+    assert done.returncode == 0, done.stderr[-3000:]
+    by_file = {line["file"]: line for line in lines(out)}
+    assert by_file["sub/Pilots.jpg"]["error"]["code"] == "internal_error"
+    assert by_file["sub/Pilots.jpg"]["error"]["message"].startswith("FileExistsError")
+    assert by_file["pose.jpg"]["error"] is None and (out / by_file["pose.jpg"]["annotated_image"]).is_file()
+    assert len(by_file) == 5 and len(json.loads((out / "images.json").read_text())["images"]) == 2
+
+
+def test_a_killed_worker_loses_no_photo(tmp_path):
+    """SIGKILL to a worker mid-run (what the OOM killer does): its pool breaks, the photos in flight are done
+    again on a new one, each once, and the run ends as usual."""
+    photos = linked_photos(tmp_path, 24)
+    out = tmp_path / "out"
+    process = started(photos, out, "--workers", "2")
+    try:
+        wait_for_lines(process, out, 2)
+        os.kill(workers_of(process.pid)[0], signal.SIGKILL)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr[-3000:]
+    found = lines(out)
+    assert sorted(line["file"] for line in found) == sorted(p.name for p in photos.iterdir())
+    assert all(line["error"] is None for line in found)
+    assert len(json.loads((out / "images.json").read_text())["images"]) == 24
+
+
+def test_a_photo_whose_worker_dies_again_is_a_worker_died_line(tmp_path):
+    """Every worker killed as soon as it starts: the photo is in flight when its first pool breaks and alone
+    on the second, so it is the one to blame; the run still ends and writes its index."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(DATA / "pose.jpg", photos / "pose.jpg")
+    out = tmp_path / "out"
+    process, killed = started(photos, out, "--workers", "1"), set()
+    try:
+        deadline = time.monotonic() + 120
+        while process.poll() is None:
+            assert time.monotonic() < deadline, "the run did not end"
+            for worker in set(workers_of(process.pid)) - killed:
+                os.kill(worker, signal.SIGKILL)
+                killed.add(worker)
+            time.sleep(0.01)
+        stdout, stderr = process.communicate()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr[-3000:]
+    assert len(killed) == 2
+    (line,) = lines(out)
+    assert line["file"] == "pose.jpg" and line["error"]["code"] == "worker_died" and line["people"] == []
+    assert json.loads((out / "images.json").read_text())["images"] == []
+
+
+def test_resume_cuts_a_cut_last_line_in_place_never_shortening_the_finished_ones(tmp_path):
+    """A resume rewrote results.jsonl to drop a cut last line: killed then, it left the file empty (300,000
+    finished lines lost). The finished lines stay byte for byte, and the file is never shorter than they are."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(DATA / "pose.jpg", photos / "pose.jpg")
+    out = tmp_path / "out"
+    out.mkdir()
+    error = {"code": "unsupported_image", "message": "x" * 150}
+    finished = "".join(json.dumps({"file": f"old/{i:06d}.jpg", "people": [], "error": error}) + "\n"
+                       for i in range(80_000)).encode()
+    (out / "results.jsonl").write_bytes(finished + b'{"file": "pose.jpg", "peo')
+    smallest, stop = [len(finished) + 1], threading.Event()
+
+    def watch():  # until the cut line is gone: that is when the file could be rewritten
+        while not stop.is_set():
+            size = os.stat(out / "results.jsonl").st_size
+            smallest[0] = min(smallest[0], size)
+            if size == len(finished):
+                return
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        done = cli(photos, out, "--workers", "1")
+    finally:
+        stop.set()
+        watcher.join()
+    assert done.returncode == 0 and "1 photos (0 already done)" in done.stdout, done.stderr[-3000:]
+    assert smallest[0] == len(finished)
+    data = (out / "results.jsonl").read_bytes()
+    assert data.startswith(finished) and json.loads(data[len(finished):])["file"] == "pose.jpg"
+
+
+def test_a_second_run_on_the_same_out_is_refused_until_the_first_ends_even_killed(tmp_path):
+    """Two runs on one OUT wrote 61 lines for 33 photos: the second is refused while the first runs; killed
+    (SIGKILL), the first lets go of OUT, its workers end too, and the next run finishes the photos, each once."""
+    photos = linked_photos(tmp_path, 20)
+    out = tmp_path / "out"
+    first = started(photos, out, "--workers", "1")
+    try:
+        wait_for_lines(first, out, 1)
+        second = cli(photos, out, "--workers", "1", timeout=60)
+        assert second.returncode == 1, second.stderr[-3000:]
+        assert f"error: another run (pid {first.pid}) is writing to {out}" in second.stderr
+        assert "Traceback" not in second.stderr
+        orphans = workers_of(first.pid)
+        first.kill()
+        first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in orphans):
+        assert time.monotonic() < deadline, "the killed run's workers go on"
+        time.sleep(0.1)
+    rest = cli(photos, out, "--workers", "2")
+    assert rest.returncode == 0, rest.stderr[-3000:]
+    assert sorted(line["file"] for line in lines(out)) == sorted(p.name for p in photos.iterdir())
+
+
+def test_models_that_do_not_load_stop_the_run_with_no_photo_marked_done(folder, tmp_path):
+    out = tmp_path / "out"
+    done = cli(folder, out, "--workers", "2", timeout=120, MODEL_PATH=str(tmp_path / "missing.onnx"))
+    assert done.returncode == 1 and "error: the models did not load: " in done.stderr, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and (out / "results.jsonl").read_text() == ""
 
 
 def test_annotated_images_on_request(folder, tmp_path):
@@ -183,6 +370,9 @@ def test_help_and_bad_arguments(tmp_path):
     assert bad.returncode == 2 and "'threshold' must be a number in [0, 1]" in bad.stderr
     missing = cli(tmp_path / "nowhere", tmp_path / "out")
     assert missing.returncode == 2 and "is not a folder" in missing.stderr
+    (tmp_path / "same").symlink_to(DATA)  # OUT is IN however spelt: its photos would all be skipped
+    same = cli(DATA, tmp_path / "same")
+    assert same.returncode == 2 and f"OUT is IN ({DATA})" in same.stderr
 
 
 def test_the_eval_photos_give_the_people_post_pose_gives_and_score_as_coco_keypoints(eval_set, tmp_path, call):
