@@ -35,6 +35,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 PHOTO = ROOT / "tests" / "data" / "pose.jpg"
 DETAIL = 24  # px per photo pixel side when a 40 MP image is made from the photo: blocks compress well
+PERSON_BOX = (200, 220, 800, 667)  # the person in tests/data/pose.jpg, with a little room (left, top, right, bottom)
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -74,9 +75,16 @@ def photo_gray(width: int, height: int) -> np.ndarray:
     return np.asarray(small.resize((width, height), Image.Resampling.NEAREST))
 
 
-def photo_rgb(width: int, height: int) -> Image.Image:
-    small = Image.open(PHOTO).convert("RGB").resize((max(1, width // DETAIL), max(1, height // DETAIL)))
+def photo_rgb(width: int, height: int, box: tuple[int, int, int, int] | None = None) -> Image.Image:
+    """tests/data/pose.jpg (or its `box`) stretched to width x height in blocks of DETAIL pixels."""
+    small = Image.open(PHOTO).convert("RGB").resize((max(1, width // DETAIL), max(1, height // DETAIL)), box=box)
     return small.resize((width, height), Image.Resampling.NEAREST)
+
+
+def person_filling(width: int, height: int) -> Image.Image:
+    """The person of tests/data/pose.jpg filling a width x height frame: the worst case for a photo's
+    memory when a top-down pose model crops around a person (the crop is larger than the photo)."""
+    return photo_rgb(width, height, PERSON_BOX)
 
 
 def png16(image8: np.ndarray) -> bytes:
@@ -120,6 +128,10 @@ def cases() -> dict[str, Callable[[], bytes]]:
     w, h = 7745, 5164  # 39.99 MP: just under the pixel limit, 3:2 like a camera
     return {
         "baseline JPEG, 40 MP": lambda: encode(photo_rgb(w, h), "JPEG", quality=80),
+        "JPEG, 40 MP, 10000 x 4000, one person filling it": lambda: encode(person_filling(10000, 4000), "JPEG",
+                                                                             quality=80),
+        "JPEG, 40 MP, 4000 x 10000, one person filling it": lambda: encode(person_filling(4000, 10000), "JPEG",
+                                                                             quality=80),
         "progressive JPEG, 40 MP, 32 scans (the scan limit)": lambda: progressive_jpeg(flat(w, h), 32),
         "JPEG, 40 MP, EXIF orientation 6": lambda: encode(
             photo_rgb(w, h), "JPEG", quality=80, exif=_exif_orientation(6)),

@@ -29,8 +29,9 @@ MAX_IMAGE_B64_CHARS = (image.MAX_BYTES + 2) // 3 * 4
 PEOPLE_LIMIT = 20  # the largest max_people a request may ask for
 MAX_JSON_DEPTH = 64  # arrays and objects nested deeper are refused (400): no field needs more than 2
 PARAMETERS = ("threshold", "return_image", "max_people", "image_format")
+MAX_NUMBER_CHARS = 32  # a parameter written as a string longer than this is refused unread
+MAX_QUOTED_CHARS = 40  # request text quoted in an error message is cut to this many characters
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")  # ASCII digits only
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,10 @@ def parse(event, default_threshold: float) -> PoseRequest:
         if not event.is_base64_encoded:
             raise BadRequest(f"a raw {content_type} body must reach the function base64-encoded "
                              "(API Gateway binary media types)")
-        if len(body) > MAX_IMAGE_B64_CHARS:
-            raise TooLarge(f"the image is over {image.MAX_BYTES} bytes")
-        return _request(_b64decode(body, "the body"), _query(event), default_threshold)
+        return _request(_image_b64decode(body, "the body"), _query(event), default_threshold)
     if content_type.startswith("image/"):
-        raise UnsupportedImage(f"Content-Type {content_type} is not supported; send one of {', '.join(RAW_TYPES)}")
+        raise UnsupportedImage(f"Content-Type {_quoted(content_type)} is not supported; send one of "
+                               f"{', '.join(RAW_TYPES)}")
     text = _b64decode(body, "the body").decode("utf-8", "replace") if event.is_base64_encoded else body
     text = text.removeprefix("\ufeff")
     if not text.strip():
@@ -102,12 +102,21 @@ def _query(event) -> dict:
 
 
 def _json_depth(text: str) -> int:
-    """How deep arrays and objects nest in JSON text, counted outside strings (an upper bound on invalid JSON)."""
+    """How deep arrays and objects nest in JSON text, counted outside strings (an upper bound on invalid JSON).
+
+    Array operations in one pass over the text, so the time is linear in its length whatever it holds: a
+    quote opens or closes a string unless an odd run of backslashes comes right before it.
+    """
     if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
         return 0
-    bare = np.frombuffer(_JSON_STRING.sub("", text).encode("utf-8", "replace"), dtype=np.uint8)
-    steps = (bare == ord("[")).astype(np.int32) + (bare == ord("{")) - (bare == ord("]")) - (bare == ord("}"))
-    return int(np.cumsum(steps).max(initial=0))
+    data = np.frombuffer(text.encode("utf-8", "replace"), dtype=np.uint8)
+    at = np.arange(len(data), dtype=np.int32)  # a body is at most 6 MB
+    last_other = np.maximum.accumulate(np.where(data != ord("\\"), at, -1))  # the last non-backslash up to i
+    backslashes_before = at - 1 - np.concatenate((np.array([-1], np.int32), last_other[:-1]))
+    quotes = (data == ord('"')) & (backslashes_before % 2 == 0)
+    outside = np.cumsum(quotes, dtype=np.int32) % 2 == 0  # (a closing quote counts as outside: it is no bracket)
+    steps = (data == ord("[")).astype(np.int8) + (data == ord("{")) - (data == ord("]")) - (data == ord("}"))
+    return int(np.cumsum(np.where(outside, steps, 0), dtype=np.int32).max(initial=0))
 
 
 def _json_int(digits: str) -> int | float:
@@ -128,10 +137,29 @@ def _request(data: bytes | None, fields: dict, default_threshold: float) -> Pose
 
 
 def _b64decode(text: str, what: str) -> bytes:
+    """Base64 with or without line breaks (MIME base64 has them) -> bytes."""
+    return _strict_b64decode("".join(text.split()), what)
+
+
+def _image_b64decode(text: str, what: str) -> bytes:
+    """An image in base64 -> its bytes; TooLarge when they would be over image.MAX_BYTES. What counts is
+    what decodes: whitespace (MIME base64's line breaks) is not counted."""
+    compact = "".join(text.split())
+    if len(compact) > MAX_IMAGE_B64_CHARS:
+        raise TooLarge(f"the image is over {image.MAX_BYTES} bytes")
+    return _strict_b64decode(compact, what)
+
+
+def _strict_b64decode(compact: str, what: str) -> bytes:
     try:
-        return base64.b64decode("".join(text.split()), validate=True)
+        return base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError):
         raise BadRequest(f"{what} is not valid base64") from None
+
+
+def _quoted(text: str) -> str:
+    """Request text for an error message: quoted, cut to MAX_QUOTED_CHARS, so no reply grows with the request."""
+    return repr(text[:MAX_QUOTED_CHARS] + ("..." if len(text) > MAX_QUOTED_CHARS else ""))
 
 
 def _image_from_field(value: Any) -> bytes:
@@ -144,16 +172,14 @@ def _image_from_field(value: Any) -> bytes:
         if not sep or not header.endswith(";base64"):
             raise BadRequest("the data URL must be base64-encoded (data:image/...;base64,...)")
         if media_type not in image.MEDIA_TYPES:
-            raise UnsupportedImage(f"the data URL's media type '{media_type}' is not an image type")
-    if len(value) > MAX_IMAGE_B64_CHARS:
-        raise TooLarge(f"the image is over {image.MAX_BYTES} bytes")
-    return _b64decode(value, "the 'image' field")
+            raise UnsupportedImage(f"the data URL's media type {_quoted(media_type)} is not an image type")
+    return _image_b64decode(value, "the 'image' field")
 
 
 def _threshold(value: Any, default: float) -> float:
     if value is None:
         return default
-    if isinstance(value, str) and _NUMBER.fullmatch(value):
+    if isinstance(value, str) and len(value) <= MAX_NUMBER_CHARS and _NUMBER.fullmatch(value):
         value = float(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
         raise BadParameter("'threshold' must be a number in [0, 1]")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import time
 
 import pytest
 
@@ -214,3 +215,37 @@ def test_a_detector_that_outputs_non_finite_numbers_finds_nobody_and_the_reply_i
     reply = to_json(found, app.MODEL.card, 0.5, (rgb.shape[1], rgb.shape[0]), {})
     strict_json(json.dumps(reply, allow_nan=False))
     annotated_image(rgb, found, app.MODEL.card, 0.5)
+
+
+# Bodies shaped to make a pass over the request text slow: each is answered in time linear in its length.
+SLOW_SHAPES = {
+    "brackets, then an unterminated run of escaped quotes": lambda n: "[" * 100 + '"' + '\\"' * (n // 2),
+    "brackets, then strings of backslashes": lambda n: "[" * 100 + '"\\\\\\\\", ' * (n // 8),
+    "brackets inside one long string": lambda n: '{"a": "' + "[{" * (n // 2) + '"}',
+    "a threshold of digits ending in a letter": lambda n: '{"threshold": "' + "1" * n + 'x", "image": "AA=="}',
+}
+
+
+def fastest_seconds(call, text: str, times: int) -> float:
+    """The fastest of five rounds of `times` answers to the body: the round least disturbed by whatever
+    else the machine runs."""
+    event = proxy_event("POST", "/pose", text, {"Content-Type": "application/json"})
+    rounds = []
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(times):
+            status, _, _ = call(event)
+            assert 400 <= status < 500
+        rounds.append(time.perf_counter() - started)
+    return min(rounds)
+
+
+@pytest.mark.parametrize("shape", list(SLOW_SHAPES))
+def test_a_body_costs_time_linear_in_its_length(call, shape):
+    """One body of 4 MB against eight of 512 KB of the same shape, the same bytes in all: linear is a ratio
+    near 1, quadratic 8; the test fails from 4. (The depth check once took 13 s for 64 KB of the first
+    shape, 42 s for 128 KB.)"""
+    small, large = SLOW_SHAPES[shape](512 * 1024), SLOW_SHAPES[shape](4 * 1024 * 1024)
+    ratio = fastest_seconds(call, large, 1) / fastest_seconds(call, small, 8)
+    print(f"{shape}: one body of 8x the bytes took {ratio:.2f}x the time of eight")
+    assert ratio < 4, ratio

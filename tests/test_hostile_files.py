@@ -452,3 +452,18 @@ def test_pixels_without_a_known_black_and_white_are_415_saying_why(call, gray, n
 def test_a_uniform_float_image_is_uniform_gray_not_refused():
     rgb = image.decode(tiff_of(np.full((20, 30), 0.5, np.float32)))
     assert rgb.shape == (20, 30, 3) and (rgb == 128).all()
+
+
+def test_memory_follows_the_pixels_not_what_the_photo_shows(tmp_path):
+    """One person filling a tall photo, against the same person filling a wide one of as many pixels,
+    each through the function in a fresh process (build/limits.py): the crop around a tall person is
+    wider than the photo, and only what lies inside the photo is read, so both cost the same. Before,
+    the crop was allocated whole: at 40 MP the tall photo peaked at 1,118 MB against the wide one's 767."""
+    growth = {}
+    for width, height in ((5000, 2000), (2000, 5000)):
+        data = limits.encode(limits.person_filling(width, height), "JPEG", quality=80)
+        measured = limits.measure(f"{width} x {height}", data, tmp_path)
+        assert measured["status"] == 200, measured
+        growth[width > height] = measured["peak_mb"] - measured["cold_start_peak_mb"]
+    print(f"peak over the cold start: wide {growth[True]:.0f} MB, tall {growth[False]:.0f} MB")
+    assert growth[False] < 1.15 * growth[True], growth

@@ -591,3 +591,75 @@ def test_a_good_request_logs_nothing_of_the_image_and_the_reply_has_no_image_unl
     _, everything = logs()
     assert_clean(everything, MARKER, b64(pose_jpg)[:40])
     assert_clean(response["body"], MARKER, b64(pose_jpg)[:40])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Metadata never decides: the pixels are decoded, whatever the profile or text chunks hold
+
+
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+INFLATING = zlib.compress(b"\0" * 2_000_000, 9)  # 2 MB once inflated: past Pillow's 1 MB for a text chunk
+PNG_METADATA = {
+    "an ICC profile": png_chunk(b"iCCP", b"profile\0\0" + INFLATING),
+    "compressed text": png_chunk(b"zTXt", b"Comment\0\0" + INFLATING),
+    "compressed XMP": png_chunk(b"iTXt", b"XML:com.adobe.xmp\0\1\0\0\0" + INFLATING),
+}
+
+
+@pytest.mark.parametrize("after_pixels", [False, True], ids=["before the pixels", "after the pixels"])
+@pytest.mark.parametrize("name", list(PNG_METADATA))
+def test_a_png_whose_metadata_inflates_past_a_megabyte_is_read_for_its_pixels(call, photo, name, after_pixels):
+    plain = encode(photo, "PNG")
+    _, expected, _ = call(raw_event(plain, "image/png", {"return_image": "false"}))
+    at = len(plain) - 12 if after_pixels else 33  # before IEND, or right after IHDR
+    status, reply, _ = call(raw_event(plain[:at] + PNG_METADATA[name] + plain[at:], "image/png",
+                                      {"return_image": "false"}))
+    assert status == 200, reply
+    assert joints_of(reply).tolist() == joints_of(expected).tolist()
+
+
+XMP_ORIENTATION_6 = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax'
+                     b'-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/>'
+                     b'</rdf:RDF></x:xmpmeta>')
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP", "TIFF"])
+def test_an_orientation_only_in_xmp_is_not_applied_as_browsers_do_not(call, photo, fmt):
+    """Browsers (and the web page) turn a photo by its EXIF orientation only; the joints must land on
+    the photo as they show it."""
+    plain = encode(photo, "PNG")
+    _, expected, _ = call(raw_event(plain, "image/png", {"return_image": "false"}))
+    tagged = encode(photo, fmt, xmp=XMP_ORIENTATION_6, **({"quality": 100} if fmt != "TIFF" else {}))
+    status, reply, _ = call(json_event("/pose", {"image": b64(tagged), "return_image": False}))
+    assert status == 200, reply
+    assert (reply["image"]["width"], reply["image"]["height"]) == photo.size
+    assert np.abs(joints_of(reply) - joints_of(expected)).max() < 0.05 * max(photo.size)
+
+
+def test_base64_with_line_breaks_is_limited_by_what_it_decodes_to(call, pose_jpg, upright):
+    """A 4.45 MB photo in MIME base64 (a line break every 76 characters) is over the limit by its
+    characters but not by its bytes: it is read (a JPEG's bytes after its end marker are ignored)."""
+    photo = pose_jpg + bytes(4_450_000 - len(pose_jpg))
+    wrapped = base64.encodebytes(photo).decode("ascii")
+    assert len(wrapped) > (4_500_000 + 2) // 3 * 4 > len("".join(wrapped.split()))
+    status, reply, _ = call(json_event("/pose", {"image": wrapped, "return_image": False}))
+    assert status == 200 and joints_of(reply).tolist() == joints_of(upright).tolist()
+    over = base64.encodebytes(pose_jpg + bytes(4_500_003 - len(pose_jpg))).decode("ascii")
+    status, reply, _ = call(json_event("/pose", {"image": over, "return_image": False}))
+    assert status == 413 and reply["error"]["code"] == "too_large", reply
+
+
+@pytest.mark.parametrize("where", ["data URL", "Content-Type"])
+def test_an_error_quotes_request_text_cut_short(call, pose_jpg, where):
+    """A 1 MB media type is refused (415) with a reply of a few hundred bytes, not one that grows with it."""
+    media_type = "image/x-" + "a" * 1_000_000
+    if where == "data URL":
+        event = json_event("/pose", {"image": f"data:{media_type};base64,{b64(pose_jpg)}"})
+    else:
+        event = proxy_event("POST", "/pose", b64(pose_jpg), {"Content-Type": media_type})
+    status, reply, raw = call(event)
+    assert status == 415 and reply["error"]["code"] == "unsupported_image", reply
+    assert "image/x-aaaa" in reply["error"]["message"] and len(raw["body"]) < 400

@@ -13,6 +13,7 @@ from PIL import Image
 from pose import image
 from pose.card import InputSpec
 from pose.errors import TooLarge, UnsupportedImage
+from pose.region import Region
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -160,3 +161,28 @@ def test_to_tensor_scales_as_the_card_says():
     assert ms.shape == (1, 3, 4, 4)
     # BGR: channel 0 is blue (51), channel 2 is red (255)
     assert np.allclose(ms[0, :, 0, 0], [(0.2 - 0.5) / 0.25, (0 - 0.5) / 0.5, (1.0 - 0.5) / 1.0], atol=1e-6)
+
+
+def test_a_region_past_the_photo_is_read_inside_and_padded_black():
+    """A person's region may reach past the photo: the input shows the photo's part where it lies, black
+    elsewhere, and nothing of the size of the region is made (the photo is 200 x 100, the region 400 x 400)."""
+    rgb = np.full((100, 200, 3), 200, dtype=np.uint8)
+    region = Region(left=-100, top=-150, width=400, height=400)
+    tensor, box = image.prepare(rgb, spec(height=64, width=64), region)
+    canvas = tensor[0, :, :, 0]
+    assert (box.new_w, box.new_h) == (64, 64)
+    # the photo is the region's [100, 300) x [150, 250): at 64 / 400 of its size, the canvas's [16, 48) x [24, 40)
+    assert (canvas[24:40, 16:48] == 200).all()
+    canvas[24:40, 16:48] = 0
+    assert (canvas == 0).all()
+
+
+def test_a_region_inside_the_photo_reads_as_its_crop_does():
+    rng = np.random.default_rng(1)
+    rgb = np.repeat(np.repeat(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8), 8, axis=0), 8, axis=1)
+    region = Region(left=64, top=48, width=128, height=96)
+    from_region, box = image.prepare(rgb, spec(height=48, width=64), region)
+    from_crop, crop_box = image.prepare(rgb[48:144, 64:192], spec(height=48, width=64))
+    assert box == crop_box
+    # Inside, the same pixels; on the outermost ones the region's filter also sees the photo past the crop
+    assert np.abs(from_region - from_crop)[0, 1:-1, 1:-1].max() <= 1

@@ -24,6 +24,7 @@ from PIL import ExifTags, Image, UnidentifiedImageError
 
 from .card import InputSpec
 from .errors import TooLarge, UnsupportedImage
+from .region import Region
 
 MAX_BYTES = 4_500_000  # API Gateway and Lambda cap a request at 6 MB: about 4.4 MB of image after base64
 MAX_PIXELS = 40_000_000  # larger is rejected before the pixels are decoded (decompression bombs)
@@ -40,6 +41,12 @@ MEDIA_TYPES = {"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp"
 # libtiff decodes the JPEG inside a TIFF itself and counts its scans (it refuses the 100th by default):
 # the same limit as ours.
 os.environ.setdefault("LIBTIFF_JPEG_MAX_ALLOWED_SCAN_NUMBER", str(MAX_JPEG_SCANS + 1))
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Chunks of text and colour profile: Pillow inflates them as it opens the file and refuses one that
+# inflates past 1 MB, which would refuse the pixels for their metadata. Browsers take no orientation
+# from them either (XMP, ImageMagick's "Raw profile type exif"), so they are dropped unread.
+PNG_METADATA_CHUNKS = (b"iCCP", b"tEXt", b"zTXt", b"iTXt")
 
 _JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # not stuffing, a restart or a fill byte
 _LEVELS_16 = np.rint(np.arange(65536) * (255 / 65535)).astype(np.uint8)
@@ -61,6 +68,8 @@ def decode(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS
         raise UnsupportedImage("the image is empty (0 bytes)")
     if data[:2] == b"\xff\xd8":
         check_jpeg_structure(data)
+    if data[:8] == PNG_SIGNATURE:
+        data = without_png_metadata(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -117,6 +126,25 @@ def check_jpeg_structure(data: bytes) -> None:
         i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
 
 
+def without_png_metadata(data: bytes) -> bytes:
+    """The PNG's bytes without its PNG_METADATA_CHUNKS (the same bytes when it has none). A chunk cut short
+    ends the walk: the rest is left for the decoder to judge."""
+    if not any(kind in data for kind in PNG_METADATA_CHUNKS):
+        return data
+    kept, copied_to, at = [], 0, len(PNG_SIGNATURE)
+    while at + 8 <= len(data):
+        end = at + 12 + int.from_bytes(data[at:at + 4], "big")
+        kind = data[at + 4:at + 8]
+        if kind in PNG_METADATA_CHUNKS and end <= len(data):
+            kept.append(data[copied_to:at])
+            copied_to = end
+        if kind == b"IEND":
+            break
+        at = end
+    kept.append(data[copied_to:])
+    return b"".join(kept)
+
+
 class _Budgeted(io.BytesIO):
     """The image bytes as a file whose reads fail once the decode budget is spent. Pillow's decoders
     read in blocks (DECODE_BLOCK), so a file whose decoding takes ever longer per byte stops at its
@@ -144,8 +172,11 @@ def _cause(exc: BaseException) -> str:
 
 
 def exif_orientation(img: Image.Image) -> int:
-    """The EXIF (or XMP) orientation, 1 to 8; 1 when it is absent or unreadable: a photo is never
-    refused for its metadata."""
+    """The EXIF orientation, 1 to 8; 1 when it is absent or unreadable: a photo is never refused for its
+    metadata. XMP's tiff:Orientation is not read (Pillow's getexif falls back to it): browsers ignore it,
+    so the joints would not land on the photo the user sees."""
+    for key in ("xmp", "XML:com.adobe.xmp"):
+        img.info.pop(key, None)
     try:
         value = img.getexif().get(ExifTags.Base.Orientation)
     except Exception:
@@ -260,18 +291,40 @@ class Letterbox:
         p = np.asarray(points, dtype=np.float64)
         return np.stack([(p[:, 0] - self.pad_x + 0.5) / sx - 0.5, (p[:, 1] - self.pad_y + 0.5) / sy - 0.5], axis=1)
 
-    def apply(self, rgb: np.ndarray, in_w: int, in_h: int) -> np.ndarray:
-        """The (in_h, in_w, 3) uint8 canvas: the resized photo on black."""
-        resized = Image.fromarray(rgb).resize((self.new_w, self.new_h), Image.Resampling.BILINEAR)
+    def apply(self, photo: Image.Image | np.ndarray, in_w: int, in_h: int, left: int = 0, top: int = 0) -> np.ndarray:
+        """The (in_h, in_w, 3) uint8 canvas: the box of width x height photo pixels from (left, top), resized,
+        on black. The box may reach past the photo: only the part inside it is read and resized, so the cost
+        follows the photo's pixels, never the box's (a canvas pixel the photo covers only in part stays black)."""
+        if not isinstance(photo, Image.Image):
+            photo = Image.fromarray(photo)
+        x0, x1 = _inside(left, self.width, self.new_w, photo.width)
+        y0, y1 = _inside(top, self.height, self.new_h, photo.height)
         canvas = np.zeros((in_h, in_w, 3), dtype=np.uint8)
-        canvas[self.pad_y:self.pad_y + self.new_h, self.pad_x:self.pad_x + self.new_w] = np.asarray(resized)
+        if x1 > x0 and y1 > y0:
+            sx, sy = self.scale
+            box = (max(0.0, left + x0 / sx), max(0.0, top + y0 / sy),
+                   min(photo.width, left + x1 / sx), min(photo.height, top + y1 / sy))
+            resized = photo.resize((x1 - x0, y1 - y0), Image.Resampling.BILINEAR, box=box)
+            canvas[self.pad_y + y0:self.pad_y + y1, self.pad_x + x0:self.pad_x + x1] = np.asarray(resized)
         return canvas
 
 
-def prepare(rgb: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, Letterbox]:
-    """RGB photo -> the model's input tensor (batch of 1) as the card says, and the letterbox used."""
-    box = Letterbox.fit(rgb.shape[1], rgb.shape[0], spec.width, spec.height)
-    return to_tensor(box.apply(rgb, spec.width, spec.height), spec), box
+def _inside(start: int, length: int, new_length: int, photo_length: int) -> tuple[int, int]:
+    """[a, b): the pixels of a box of `length` photo pixels from `start`, resized to `new_length`, that lie
+    wholly inside the photo's [0, photo_length) (integer arithmetic: a box inside the photo gives all)."""
+    a = max(0, -((start * new_length) // length))
+    return a, max(a, min(new_length, (photo_length - start) * new_length // length))
+
+
+def prepare(photo: Image.Image | np.ndarray, spec: InputSpec,
+            region: Region | None = None) -> tuple[np.ndarray, Letterbox]:
+    """The region of the photo (None: all of it) -> the model's input tensor (batch of 1) as the card says,
+    and the letterbox used (from the region's pixels to the input's)."""
+    if region is None:
+        height, width = (photo.height, photo.width) if isinstance(photo, Image.Image) else photo.shape[:2]
+        region = Region(0, 0, width, height)
+    box = Letterbox.fit(region.width, region.height, spec.width, spec.height)
+    return to_tensor(box.apply(photo, spec.width, spec.height, region.left, region.top), spec), box
 
 
 def to_tensor(canvas: np.ndarray, spec: InputSpec) -> np.ndarray:
