@@ -27,7 +27,7 @@ help:
 	@echo "make batch    every photo in a folder: IN=folder OUT=folder (WORKERS=, THREADS=, IMAGES=1); resumable"
 	@echo "make batch-s3 every photo under an S3 prefix on the stack's state machine: IN=s3://... OUT=s3://... STACK=..."
 	@echo "make bench-batch photos per second of the batch code at 1 and 2 vCPUs (1769 and 3538 MB)"
-	@echo "make limits   the worst inputs the function accepts and hostile ones, each timed and measured (peak memory)"
+	@echo "make limits   the worst inputs the function accepts and hostile ones, each timed and measured (peak memory; BATCH=1: the batch's)"
 	@echo "make model    rebuild models/int8/*.int8.onnx from models/*.onnx (ONLY=name, CHECK=1)"
 	@echo "make export   Simple Baselines -> ONNX -> INT8 in out/models (SB_CKPT=checkpoint, SB_ARCH, SB_DATASET)"
 	@echo "make validate sam validate (lint and full)"
@@ -128,7 +128,7 @@ bench-batch: $(VENV)/.installed
 
 # The worst legal inputs and hostile ones, each in a fresh process at 1 thread: time and peak RSS (ONLY="case").
 limits: $(VENV)/.installed
-	$(PY) build/limits.py $(if $(ONLY),--only "$(ONLY)")
+	$(PY) build/limits.py $(if $(ONLY),--only "$(ONLY)") $(if $(BATCH),--batch)
 
 clean:
 	rm -rf out layers/*/build .aws-sam

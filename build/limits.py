@@ -2,6 +2,7 @@
 
     python build/limits.py                   # every case; prints a table, writes out/limits.json
     python build/limits.py --only "RGBA PNG, 40 MP"
+    python build/limits.py --batch           # the batch's 64 MP cases; writes out/limits-batch.json
 
 Each case is one file, made here (from tests/data/pose.jpg where it needs content), sent base64 in
 a JSON body (the larger of the two body shapes) through ``app.lambda_handler`` with ``return_image``
@@ -11,7 +12,9 @@ local/function.py configures a local run. The child reports the status, the time
 after the request. The deployed function has 2048 MB and a 25 s timeout. The machine may be shared:
 times vary with its load, peaks hardly.
 
-The file makers are also used by the tests (tests/test_hostile_files.py).
+With --batch, files at the batch's own limits (64 MP) go through the batch's per-photo code
+(pose/records.py, with the annotated image), as the batch function reads an S3 object; the function
+has 1,769 MB. The file makers are also used by the tests (tests/test_hostile_files.py, test_warm_memory.py).
 """
 
 from __future__ import annotations
@@ -107,6 +110,18 @@ def progressive_jpeg(img: Image.Image, scans: int) -> bytes:
     return data[:end] + data[start:end] * extra + data[end:]
 
 
+def crowd(columns: int = 4, rows: int = 4) -> Image.Image:
+    """A crowd of the committed photos' people: tests/data/pose.jpg and Pilots.jpg tiled, 500 x 333 px each
+    (4 x 4 tiles: 2000 x 1332 px, over 20 people for the detector)."""
+    tiles = [Image.open(PHOTO).convert("RGB").resize((500, 333)),
+             Image.open(PHOTO.parent / "Pilots.jpg").convert("RGB").resize((500, 333))]
+    grid = Image.new("RGB", (500 * columns, 333 * rows))
+    for row in range(rows):
+        for column in range(columns):
+            grid.paste(tiles[(row + column) % 2], (500 * column, 333 * row))
+    return grid
+
+
 def flat(width: int, height: int) -> Image.Image:
     return Image.new("RGB", (width, height), (120, 130, 140))
 
@@ -177,6 +192,34 @@ def peak_mb() -> float:
     return int(status.split("VmHWM:")[1].split()[0]) / 1024
 
 
+def batch_cases() -> dict[str, Callable[[], bytes]]:
+    """name -> maker of a file at the batch's own pixel limit (pose/records.py: 64 MP), read as the batch reads it."""
+    return {"JPEG, 64 MP, 12640 x 5056, one person filling it": lambda: encode(person_filling(12640, 5056), "JPEG",
+                                                                              quality=80),
+            "JPEG, 64 MP, 5056 x 12640, one person filling it": lambda: encode(person_filling(5056, 12640), "JPEG",
+                                                                              quality=80)}
+
+
+def batch_child(path: Path) -> dict:
+    """In a fresh process: the batch function's models, then one photo's record and drawing (records.py)."""
+    import time
+
+    sys.path.insert(0, str(ROOT))
+    from local import function
+
+    function.load()  # the environment of a local run, and the handler on the path
+    from pose import records
+    from pose.model import load_detector_from_env, load_from_env
+
+    pose, detector = load_from_env(), load_detector_from_env()
+    cold_mb = peak_mb()
+    started = time.perf_counter()
+    record, _ = records.photo_record("input", path.read_bytes(), pose, detector, records.Options(annotate=True))
+    return {"status": 200 if record["error"] is None else record["error"]["code"],
+            "seconds": time.perf_counter() - started, "cold_start_peak_mb": cold_mb, "peak_mb": peak_mb(),
+            "error": (record["error"] or {}).get("message"), "reply_bytes": len(json.dumps(record))}
+
+
 def child(path: Path) -> dict:
     """In a fresh process: the cold start, then one request with the file."""
     import time
@@ -197,13 +240,13 @@ def child(path: Path) -> dict:
             "error": body.get("error", {}).get("message"), "reply_bytes": len(response["body"])}
 
 
-def measure(name: str, data: bytes, workdir: Path) -> dict:
+def measure(name: str, data: bytes, workdir: Path, batch: bool = False) -> dict:
     path = workdir / "input"
     path.write_bytes(data)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MODEL", "AWS_"))}
     env.update(MODEL_THREADS="1", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, __file__, "--child", str(path)], capture_output=True,
-                          text=True, cwd=ROOT, env=env, timeout=600)
+    proc = subprocess.run([sys.executable, __file__, "--batch-child" if batch else "--child", str(path)],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"{name}: the measuring process failed:\n{proc.stderr.strip()[-2000:]}")
     return {"case": name, "bytes": len(data), **json.loads(proc.stdout.strip().splitlines()[-1])}
@@ -213,13 +256,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="+", help="case names (default: all)")
-    ap.add_argument("--json", type=Path, default=ROOT / "out" / "limits.json")
+    ap.add_argument("--json", type=Path, help="default: out/limits.json, with --batch out/limits-batch.json")
+    ap.add_argument("--batch", action="store_true", help="the batch's 64 MP cases, through its per-photo code")
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--batch-child", type=Path, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
-    if a.child:
-        print(json.dumps(child(a.child)))
+    a.json = a.json or ROOT / "out" / ("limits-batch.json" if a.batch else "limits.json")
+    if a.child or a.batch_child:
+        print(json.dumps(child(a.child) if a.child else batch_child(a.batch_child)))
         return 0
-    chosen = {k: v for k, v in cases().items() if not a.only or k in a.only}
+    chosen = {k: v for k, v in (batch_cases() if a.batch else cases()).items() if not a.only or k in a.only}
     if a.only and len(chosen) != len(a.only):
         print(f"error: unknown case; the cases are: {list(cases())}", file=sys.stderr)
         return 2
@@ -227,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| input | bytes | status | time s | peak RSS MB (cold start) |\n|---|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for name, make in chosen.items():
-            r = measure(name, make(), Path(tmp))
+            r = measure(name, make(), Path(tmp), a.batch)
             results.append(r)
             print(f"| {name} | {r['bytes']:,} | {r['status']} | {r['seconds']:.2f} | "
                   f"{r['peak_mb']:,.0f} ({r['cold_start_peak_mb']:,.0f}) |", flush=True)

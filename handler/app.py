@@ -25,7 +25,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 
 import request
-from pose import image
+from pose import image, memory
 from pose.errors import ModelError, PoseError
 from pose.model import PoseModel, load_detector_from_env, load_from_env
 from pose.pipeline import Detector, estimate_people
@@ -138,3 +138,4 @@ def lambda_handler(event: dict, context: Any) -> dict:
         return app.resolve(event, context)
     finally:
         _warm = True
+        memory.release()  # what this request's photo and crops took goes back: the next one starts as this did

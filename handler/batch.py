@@ -28,7 +28,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from gather import items_text, parts_prefix
-from pose import records
+from pose import memory, records
 from pose.errors import (Forbidden, KeyTooLong, ModelError, NotFound, PhotoError, TimedOut, TooLarge, Unreadable,
                          WriteFailed)
 from pose.model import load_detector_from_env, load_from_env
@@ -167,6 +167,7 @@ def run_batch(s3, items: list[dict], job: dict, execution: str, pose, detector,
                 record, drawing = fetched, None
             else:
                 record, drawing = records.photo_record(name, fetched, pose, detector, options)
+                memory.release()  # the photo's buffers go back before the next photo is decoded
             stored.append((item, writer.submit(store, record, drawing)))
     lines, coco, images = [], [], []
     categories: list[dict] = []

@@ -169,9 +169,10 @@ class Detector:
                                      f"stride {g.stride} on a {spec.width}x{spec.height} input needs (1, {cells}, {width})")
 
 
-def open_detector(path: str | Path, threads: int | None = 1, expected_sha256: str | None = None) -> Detector:
+def open_detector(path: str | Path, threads: int | None = 1, expected_sha256: str | None = None,
+                  arena: bool = False) -> Detector:
     """Open the detector ONNX file with the service's session options, read its card, and warm it up."""
-    session, sha256 = open_session(Path(path), threads, expected_sha256)
+    session, sha256 = open_session(Path(path), threads, expected_sha256, arena)
     card = model_card.parse_detector(session.get_modelmeta().custom_metadata_map.get(model_card.CARD_KEY))
     detector = Detector(session, card)
     detector.sha256 = sha256

@@ -32,6 +32,9 @@ DEFAULT_MODEL_PATH = "/opt/model/movenet-thunder.int8.onnx"
 DEFAULT_DETECTOR_PATH = "/opt/model/nanodet.int8.onnx"
 MB_PER_VCPU = 1769  # Lambda gives one vCPU per 1769 MB of memory
 S3_TIMEOUT_S = 5.0  # connect and per-read timeout of the model download: a stall fails in ~20 s, not minutes
+# Crops per session.run. The run's working memory follows its batch (a crowd's 21 crops: +0.5 GB at the peak);
+# at one thread a crop costs the same in a batch of 8 as of 21 (build/bench_memory.py).
+MAX_BATCH = 8
 
 
 def sha256_of(path: str | Path) -> str:
@@ -58,9 +61,13 @@ class Estimate:
     region: Region | None = None  # where the second, closer look was; None when there was none
 
 
-def session_options(threads: int | None) -> ort.SessionOptions:
-    """The options of every session of the service: `threads` intra-op threads, no spinning."""
+def session_options(threads: int | None, arena: bool = False) -> ort.SessionOptions:
+    """The options of every session of the service: `threads` intra-op threads, no spinning, and no CPU
+    memory arena unless asked: an arena keeps the most that any run ever needed for the life of the
+    instance (after two crowd photos, 1 GB), where without it each run's memory is freed as it ends, at
+    no cost in speed (build/bench_memory.py)."""
     options = ort.SessionOptions()
+    options.enable_cpu_mem_arena = arena
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or threads_for_memory(None)
     options.inter_op_num_threads = 1
@@ -69,8 +76,8 @@ def session_options(threads: int | None) -> ort.SessionOptions:
     return options
 
 
-def open_session(path: Path, threads: int | None,
-                 expected_sha256: str | None = None) -> tuple[ort.InferenceSession, str]:
+def open_session(path: Path, threads: int | None, expected_sha256: str | None = None,
+                 arena: bool = False) -> tuple[ort.InferenceSession, str]:
     """One onnxruntime session on the file at `path` and the file's sha256; ModelError when the
     file is missing, not the expected one or not a model onnxruntime can load."""
     if not path.is_file():
@@ -79,7 +86,7 @@ def open_session(path: Path, threads: int | None,
     if expected_sha256 and sha256 != expected_sha256.lower():
         raise ModelError(f"model sha256 mismatch: {path} is {sha256}, expected {expected_sha256}")
     try:
-        session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), session_options(threads, arena), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises several types for a corrupt or unreadable file
         raise ModelError(f"model file could not be loaded: {path}: {str(exc).splitlines()[0][:200]}") from None
     return session, sha256
@@ -88,9 +95,11 @@ def open_session(path: Path, threads: int | None,
 class PoseModel:
     """One ONNX pose model with its card and its one session."""
 
-    def __init__(self, path: str | Path, threads: int | None = None, expected_sha256: str | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, expected_sha256: str | None = None,
+                 arena: bool = False, max_batch: int = MAX_BATCH):
         self.path = Path(path)
-        self.session, self.sha256 = open_session(self.path, threads, expected_sha256)
+        self.session, self.sha256 = open_session(self.path, threads, expected_sha256, arena)
+        self.max_batch = max_batch
         meta = self.session.get_modelmeta().custom_metadata_map
         self.card = model_card.parse(meta.get(model_card.CARD_KEY))
         inputs = {i.name: i for i in self.session.get_inputs()}
@@ -121,10 +130,12 @@ class PoseModel:
                              f"the card names {k}")
 
     def run(self, tensor: np.ndarray) -> np.ndarray:
-        """A batch of P inputs -> the output for P people: one session.run, or P on a fixed-batch graph."""
-        if self.batched or len(tensor) == 1:
-            return self.session.run([self.card.output.name], {self.card.input.name: tensor})[0]
-        return np.concatenate([self.run(tensor[i:i + 1]) for i in range(len(tensor))])
+        """A batch of P inputs -> the output for P people: a session.run per `max_batch` of them (per one
+        on a fixed-batch graph)."""
+        step = self.max_batch if self.batched else 1
+        outputs = [self.session.run([self.card.output.name], {self.card.input.name: tensor[i:i + step]})[0]
+                   for i in range(0, len(tensor), step)]
+        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
 
     def look(self, rgb: np.ndarray, regions: list[Region | None]) -> Estimate:
         """Joints of one person in each region of the photo (None: the whole photo), in one batched
