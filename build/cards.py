@@ -82,10 +82,24 @@ def make_detector_card(*, name: str, version: str, source: str, license: str, qu
                        class_name: str = "person", score_threshold: float = 0.35, nms_iou: float = 0.6,
                        **extra) -> dict:
     """A complete person detector card (output kind boxes_gfl), validated by the service's own parser."""
+    return _detector_card({"kind": "boxes_gfl", "grids": grids, "bins": bins, "classes": classes,
+                           "class": class_index, "class_name": class_name},
+                          score_threshold=score_threshold, nms_iou=nms_iou, **extra)
+
+
+def make_dets_card(*, dets: str, labels: str | None, class_index: int | None, class_name: str = "person",
+                   score_threshold: float, nms_iou: float, **extra) -> dict:
+    """A complete card of an end-to-end person detector (output kind dets: the graph does its own NMS),
+    validated by the service's own parser; ``extra`` holds the first fields and ``input``."""
+    return _detector_card({"kind": "dets", "dets": dets, "labels": labels, "class": class_index,
+                           "class_name": class_name},
+                          score_threshold=score_threshold, nms_iou=nms_iou, **extra)
+
+
+def _detector_card(output: dict, *, name: str, version: str, source: str, license: str, quantization: str,
+                   input: dict, score_threshold: float, nms_iou: float, **extra) -> dict:
     card = {"schema": card_schema.SCHEMA_VERSION, "name": name, "version": version, "source": source,
-            "license": license, "quantization": quantization, "input": input,
-            "output": {"kind": "boxes_gfl", "grids": grids, "bins": bins, "classes": classes,
-                       "class": class_index, "class_name": class_name},
+            "license": license, "quantization": quantization, "input": input, "output": output,
             "score_threshold": score_threshold, "nms_iou": nms_iou, **extra}
     card_schema.parse_detector(json.dumps(card))
     return card

@@ -40,6 +40,15 @@ A person detector's card has the same first fields and ``input``; its output and
       "nms_iou": 0.6                      # default IoU above which the lower-scored box is dropped
     }
 
+An end-to-end detector, whose graph already keeps the best boxes after its own NMS (RTMDet as
+exported by mmdeploy), has the output kind ``dets``::
+
+      "output": {"kind": "dets",
+                 "dets": "...",                  # [1, N, 5]: x1, y1, x2, y2 (input pixel edges), score
+                 "labels": "..." | null,         # [1, N] class indices; null: the graph has none
+                 "class": 0 | null,              # the rows kept are those labelled so; null: all (one class)
+                 "class_name": "person"}
+
 ``parse`` reads a pose model's card and ``parse_detector`` a detector's; each refuses the other kind.
 
 The scaling and colour fields are the channel order the weights were trained with (``color``
@@ -66,7 +75,7 @@ SIDES = ("center", "left", "right")
 SCALINGS = ("raw", "range", "mean_std")
 KEYPOINT_ENCODINGS = ("yx_score_normalized",)
 POSE_OUTPUTS = ("heatmaps", "keypoints")
-DETECTOR_OUTPUTS = ("boxes_gfl",)
+DETECTOR_OUTPUTS = ("boxes_gfl", "dets")
 
 
 @dataclass(frozen=True)
@@ -135,6 +144,25 @@ class BoxesSpec:
     class_index: int  # the class detected (card field "class")
     class_name: str
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The graph outputs read."""
+        return tuple(n for g in self.grids for n in (g.scores, g.boxes))
+
+
+@dataclass(frozen=True)
+class DetsSpec:
+    kind: str  # "dets": boxes after the graph's own NMS
+    dets: str  # [1, N, 5]: x1, y1, x2, y2 in input pixel edges, score
+    labels: str | None  # [1, N] class indices, or None (one class, no labels read)
+    class_index: int | None  # rows kept: those whose label is this (card field "class"); None: all
+    class_name: str
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The graph outputs read."""
+        return (self.dets,) if self.labels is None else (self.dets, self.labels)
+
 
 @dataclass(frozen=True)
 class DetectorCard(_Described):
@@ -144,7 +172,7 @@ class DetectorCard(_Described):
     license: str
     quantization: str
     input: InputSpec
-    output: BoxesSpec
+    output: BoxesSpec | DetsSpec
     score_threshold: float
     nms_iou: float
     raw: Mapping[str, Any]
@@ -302,11 +330,20 @@ def parse_detector(text: str | None) -> DetectorCard:
 
     o = d.get("output")
     _require(isinstance(o, dict) and o.get("kind") in DETECTOR_OUTPUTS, f"output.kind must be one of {DETECTOR_OUTPUTS}")
+    _require(_is_name(o.get("class_name")), f"output.class_name must be a string of 1 to {MAX_NAME_CHARS} characters")
+    out = _DETECTOR_OUTPUT_PARSERS[o["kind"]](o, inp)
+    return DetectorCard(
+        name=d["name"], version=d["version"], source=d["source"], license=d["license"],
+        quantization=d["quantization"], input=inp, output=out,
+        score_threshold=_fraction(d, "score_threshold"), nms_iou=_fraction(d, "nms_iou"), raw=d,
+    )
+
+
+def _boxes_gfl(o: dict, inp: InputSpec) -> BoxesSpec:
     for key, most in (("bins", MAX_BINS), ("classes", MAX_CLASSES)):
         _require(_is_int(o.get(key), 1, most), f"output.{key} must be an integer in [1, {most}]")
     _require(_is_int(o.get("class"), 0, o["classes"] - 1),
              f"output.class must be a class index below output.classes ({o['classes']})")
-    _require(_is_name(o.get("class_name")), f"output.class_name must be a string of 1 to {MAX_NAME_CHARS} characters")
     grids = o.get("grids")
     _require(isinstance(grids, list) and 0 < len(grids) <= MAX_GRIDS, f"output.grids must list 1 to {MAX_GRIDS} grids")
     parsed = []
@@ -318,13 +355,22 @@ def parse_detector(text: str | None) -> DetectorCard:
         parsed.append(Grid(g["scores"], g["boxes"], g["stride"]))
     names = [n for g in parsed for n in (g.scores, g.boxes)]
     _require(len(set(names)) == len(names), "output.grids must name each output once")
-    out = BoxesSpec(o["kind"], tuple(parsed), o["bins"], o["classes"], o["class"], o["class_name"])
+    return BoxesSpec(o["kind"], tuple(parsed), o["bins"], o["classes"], o["class"], o["class_name"])
 
-    return DetectorCard(
-        name=d["name"], version=d["version"], source=d["source"], license=d["license"],
-        quantization=d["quantization"], input=inp, output=out,
-        score_threshold=_fraction(d, "score_threshold"), nms_iou=_fraction(d, "nms_iou"), raw=d,
-    )
+
+def _dets(o: dict, inp: InputSpec) -> DetsSpec:
+    _require(_is_name(o.get("dets")), f"output.dets must be a string of 1 to {MAX_NAME_CHARS} characters")
+    labels, class_index = o.get("labels"), o.get("class")
+    _require(labels is None or _is_name(labels), "output.labels must be null or an output name")
+    _require(labels != o["dets"], "output.labels and output.dets must be two outputs")
+    _require(class_index is None or _is_int(class_index, 0, MAX_CLASSES - 1),
+             f"output.class must be null (one class) or a class index below {MAX_CLASSES}")
+    _require(class_index is None or labels is not None, "output.class needs output.labels to pick its rows")
+    return DetsSpec(o["kind"], o["dets"], labels, class_index, o["class_name"])
+
+
+# detector output kind -> its parser (the output object, the parsed input) -> its spec
+_DETECTOR_OUTPUT_PARSERS = {"boxes_gfl": _boxes_gfl, "dets": _dets}
 
 
 def parse_any(text: str | None) -> Card | DetectorCard:
