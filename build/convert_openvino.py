@@ -35,6 +35,7 @@ service's own preprocessing, and prints the largest absolute difference of the h
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Callable
@@ -55,6 +56,7 @@ OPSET = 17
 IR_VERSION = 8  # as the other bundled files
 SOURCE_DIR = ROOT / "models" / "sources" / "tinypose_256_192"
 OUT = ROOT / "models" / "pp-tinypose-256x192.onnx"
+SCORE_MAPS = ROOT / "models" / "score-maps" / "pp-tinypose-256x192.json"  # build/calibrate_scores.py fits them
 SNAPSHOT_REPO = "github.com/guojin-yan/Csharp_and_OpenVINO_deploy_PP-TinyPose"
 SNAPSHOT_COMMIT = "0f6a4845d37b5b16edacbb76f1b1debb39e28a11"
 SNAPSHOT_DIR = "model/tinypose_256_192"
@@ -342,8 +344,9 @@ def to_onnx(model, output: str = HEATMAPS, weights: str = "fp32") -> onnx.ModelP
 # -- the whole conversion ------------------------------------------------------------------------------
 
 
-def convert(source_dir: Path = SOURCE_DIR, weights: str = "fp32") -> onnx.ModelProto:
-    """The served ONNX model: translated, carded, with a symbolic batch, checked by onnx.checker."""
+def convert(source_dir: Path = SOURCE_DIR, weights: str = "fp32", score_maps: Path | None = SCORE_MAPS) -> onnx.ModelProto:
+    """The served ONNX model: translated, carded (with the score maps fitted for it, when the file is
+    there), with a symbolic batch, checked by onnx.checker."""
     import openvino as ov
 
     check_sources(source_dir)
@@ -354,6 +357,8 @@ def convert(source_dir: Path = SOURCE_DIR, weights: str = "fp32") -> onnx.ModelP
     spec["source"] = (f"{SNAPSHOT_REPO} @ {SNAPSHOT_COMMIT}: {shas}; committed as models/sources/tinypose_256_192/; "
                       f"converted by build/convert_openvino.py (openvino {ov.get_version().split('-')[0]}, "
                       f"onnx opset {OPSET}, weights {weights})")
+    if score_maps is not None and score_maps.is_file():
+        spec["score_maps"] = json.loads(score_maps.read_text())
     card = cards.make_card(quantization="fp32" if weights == "fp32" else "fp16-weights", threshold=0.6, **spec)
     cards.set_card(model, card)
     model.producer_name = "build/convert_openvino.py"

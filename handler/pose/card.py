@@ -125,6 +125,21 @@ class Card(_Described):
     flip_pairs: tuple[tuple[int, int], ...]
     threshold: float
     raw: Mapping[str, Any]
+    score_maps: ScoreMaps | None = None  # raw scores -> probabilities (calibrate.py); None: scores as the model gives them
+
+
+@dataclass(frozen=True)
+class ScoreMap:
+    """A monotone map of raw scores to probabilities: linear between the knots, flat beyond them."""
+    raw: tuple[float, ...]  # strictly increasing
+    probability: tuple[float, ...]  # non-decreasing, in [0, 1]
+
+
+@dataclass(frozen=True)
+class ScoreMaps:
+    """The card's `score_maps`: one map per joint (joints of one kind share theirs) and one for a person."""
+    joints: tuple[ScoreMap, ...]
+    person: ScoreMap
 
 
 @dataclass(frozen=True)
@@ -317,8 +332,44 @@ def parse(text: str | None) -> Card:
         joints=tuple(joints), sides=tuple(sides),
         skeleton=_pairs(d.get("skeleton"), n, "skeleton"),
         flip_pairs=_pairs(d.get("flip_pairs", []), n, "flip_pairs"),
-        threshold=float(threshold), raw=d,
+        threshold=float(threshold), raw=d, score_maps=_score_maps(d.get("score_maps"), n),
     )
+
+
+MAX_KNOTS = 64
+
+
+def _score_map(value: Any, field: str) -> ScoreMap:
+    _require(isinstance(value, dict), f"{field} must be an object with 'raw' and 'probability'")
+    raw, probability = value.get("raw"), value.get("probability")
+    _require(isinstance(raw, list) and isinstance(probability, list) and 2 <= len(raw) == len(probability) <= MAX_KNOTS
+             and all(_is_number(v, -SCALE_LIMIT, SCALE_LIMIT) for v in raw)
+             and all(_is_number(v, 0.0, 1.0) for v in probability),
+             f"{field} must have 'raw' and 'probability': 2 to {MAX_KNOTS} numbers each, probabilities in [0, 1]")
+    _require(all(a < b for a, b in zip(raw, raw[1:])), f"{field}.raw must be strictly increasing")
+    _require(all(a <= b for a, b in zip(probability, probability[1:])), f"{field}.probability must not decrease")
+    return ScoreMap(tuple(map(float, raw)), tuple(map(float, probability)))
+
+
+def _score_maps(value: Any, n: int) -> ScoreMaps | None:
+    """The optional `score_maps`: {"joints": [{"joints": [i, ...], "raw": [...], "probability": [...]}, ...]
+    covering every joint once, "person": {"raw": [...], "probability": [...]}, and free text on how they
+    were fitted (`fitted`)}."""
+    if value is None:
+        return None
+    _require(isinstance(value, dict) and isinstance(value.get("joints"), list) and len(value["joints"]) <= n,
+             "score_maps must be an object with 'joints' (a list of at most one map per joint) and 'person'")
+    maps: list[ScoreMap | None] = [None] * n
+    for i, group in enumerate(value["joints"]):
+        field = f"score_maps.joints[{i}]"
+        _require(isinstance(group, dict) and isinstance(group.get("joints"), list)
+                 and all(_is_int(j, 0, n - 1) for j in group["joints"]), f"{field}.joints must list joint indices")
+        fitted = _score_map(group, field)
+        for j in group["joints"]:
+            _require(maps[j] is None, f"score_maps gives joint {j} two maps")
+            maps[j] = fitted
+    _require(all(m is not None for m in maps), "score_maps must give every joint a map")
+    return ScoreMaps(tuple(maps), _score_map(value.get("person"), "score_maps.person"))
 
 
 
