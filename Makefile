@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 3000
-MODEL ?= movenet-thunder
+MODEL ?= pp-tinypose-256x192
 STACK ?= pose-estimation
 SB_ARCH ?= resnet50
 SB_DATASET ?= mpii
@@ -16,9 +16,9 @@ export SAM_CLI_TELEMETRY := 0
 .PHONY: help venv demo test serve invoke events layers validate sam-build deploy-web model export report bench batch batch-s3 bench-batch limits clean
 
 help:
-	@echo "make demo     set up (the function's packages only), run it on a bundled photo (out/annotated.png)"
+	@echo "make demo     set up (the function's packages only), run it on a bundled photo (out/annotated.png; MODEL=$(MODEL))"
 	@echo "make test     run every test"
-	@echo "make serve    local API + web page on http://127.0.0.1:$(PORT)/ (PORT=..., API_KEY=... to require a key)"
+	@echo "make serve    local API + web page on http://127.0.0.1:$(PORT)/ (PORT=..., API_KEY=... to require a key, MODEL=...)"
 	@echo "make invoke   run the function on one event (EVENT=events/....json)"
 	@echo "make layers   build the dependency and model layers and check the 250 MB limit"
 	@echo "make events   regenerate the sample events in events/"
@@ -55,7 +55,7 @@ venv: $(VENV)/.installed
 # `make layers` builds the Lambda layers themselves and checks their size.
 demo: $(VENV)/.run-installed
 	@$(MAKE) --no-print-directory -s -C layers/model build-ModelLayer ARTIFACTS_DIR=$(CURDIR)/layers/model/build
-	MODEL_PATH=$(CURDIR)/layers/model/build/model/$(MODEL).int8.onnx $(PY) -m local.invoke events/pose-json.json --out out
+	MODEL_PATH=$(CURDIR)/layers/model/build/model/$(MODEL).onnx $(PY) -m local.invoke events/pose-json.json --out out
 	@echo "demo done: see out/annotated.png and out/pose.json"
 
 test: $(VENV)/.installed

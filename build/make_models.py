@@ -13,12 +13,12 @@ header has the table of variants that chose them). Quantization itself is ``buil
   random square crops (person-sized to whole-photo-sized, zero padded at the border as the eval
   protocol's crops are), a zoomed-out copy and darker/brighter copies, then preprocessed by the
   service's own code (``pose.image.prepare``, or ``pose.detect.prepare`` for the detector), seeded, so
-  a rebuild gives the same ranges; quantize.py gets them through its ``reader`` parameter;
-- an FP32 fallback (``"quantize": False``): the FP32 graph under the INT8 name, card ``quantization: fp32``.
+  a rebuild gives the same ranges; quantize.py gets them through its ``reader`` parameter.
 
-Either way a pose model's file has a symbolic batch ``N`` with per-sample results (``build/batch_dim.py``,
-applied by quantize.py, or here for the fallback): the service runs every person crop of a photo in one
-batch. The detector keeps its batch of 1.
+A model that INT8 would spoil has no recipe: the layer serves its FP32 file (layers/model/Makefile).
+
+A pose model's file has a symbolic batch ``N`` with per-sample results (``build/batch_dim.py``, applied by
+quantize.py): the service runs every person crop of a photo in one batch. The detector keeps its batch of 1.
 
 Calibration photos are read in place from ../shared (never copied). Without ../shared this script
 says so and stops: the committed INT8 files stay as they are and remain usable.
@@ -56,7 +56,6 @@ SOURCES = {"eval": photos.EVAL_IMAGES, "shared": photos.PROJECT_IMAGES}
 
 RECIPES: dict[str, dict] = {
     "movenet-thunder": {
-        "quantize": True,
         "sources": ["eval", "shared"],  # shared-only + augmentation missed by 1.05/1.5 OKS (see sensitivity.py)
         "augment": None,
         "fp32_prefix_convs": 4,
@@ -68,13 +67,11 @@ RECIPES: dict[str, dict] = {
                    "exclude_nodes": [], "exclude_last_convs": 0},
     },
     "efficientpose": {
-        "quantize": True,
         "sources": ["shared"],
         "augment": {"crops": 24, "seed": 0},
         "config": {"preset": "u8s8", "method": "minmax", "ops": None, "exclude_nodes": [], "exclude_last_convs": 0},
     },
     "nanodet": {
-        "quantize": True,
         # not the 23 coco_multi.json photos its box AP is measured on (calibrating on them too: same AP)
         "sources": ["eval", "shared"],
         "exclude_photos": "cocomini-",
@@ -84,19 +81,11 @@ RECIPES: dict[str, dict] = {
         "fp32_prefix_convs": 0,
         "config": {"preset": "u8s8", "method": "minmax", "ops": None, "exclude_nodes": [], "exclude_last_convs": 0},
     },
-    "rtmdet-nano": {
-        # FP32 served: NanoDet's recipe (MinMax, first conv and heads FP32, calibrated on the 22 photos not in
-        # coco_multi) gave person box AP 17.9 against FP32 43.7, and 29.4 ms against 27.5 ms (inference, 1
-        # thread); Conv only 16.8 AP, 45 ms; depthwise convs FP32 13.9 AP; Percentile fails on the graph's
-        # variable-length NMS outputs. Keep "quantize": False unless a variant is within 1 AP and faster.
-        "quantize": False,
-        "sources": ["eval", "shared"],
-        "exclude_photos": "cocomini-",
-        "augment": None,
-        "fp32_prefix_convs": 0,
-        "config": {"preset": "u8s8", "method": "minmax", "ops": None, "exclude_nodes": [], "exclude_last_convs": 0},
-    },
 }
+# Not here: PP-TinyPose 256x192 and RTMDet-nano, served as their FP32 files (layers/model/Makefile), since
+# static INT8 collapses both (models/MODELS.md: TinyPose 45.0 -> 13.1 keypoint AP; RTMDet with NanoDet's
+# recipe 43.7 -> 17.9 box AP and no faster, Conv only 16.8, depthwise convs FP32 13.9, Percentile fails on
+# its variable-length NMS outputs).
 
 
 # --- calibration inputs ----------------------------------------------------------------------------------
@@ -204,17 +193,6 @@ def build(name: str, recipe: dict, dst: Path | None = None, src: Path | None = N
     src = src or MODELS / f"{name}.onnx"
     dst = dst or INT8 / f"{name}.int8.onnx"
     dst.parent.mkdir(parents=True, exist_ok=True)
-    if not recipe.get("quantize", True):
-        model = onnx.load(str(src))
-        card = cards.get_card(model)
-        card["quantization"] = "fp32"
-        card["calibration"] = {"note": "no INT8 variant met the accuracy target; FP32 served",
-                               "from_sha256": sha256_of(src)}
-        if batch_dim.is_pose_model(card):
-            batch_dim.make_batch_dynamic(model)
-        cards.set_card(model, card)
-        onnx.save(model, str(dst))
-        return {"quantization": "fp32"}
     dirs = source_dirs(recipe["sources"])
     config = {**recipe["config"], "exclude_nodes": fp32_nodes(src, recipe)}
     images = [str(d) for d in dirs]

@@ -16,7 +16,8 @@ Usage::
 
     python layers/build_layers.py                  # build all, measure, check
     python layers/build_layers.py --skip-build     # measure what is already built
-    python layers/build_layers.py --model-dir models/int8 --models movenet-thunder --detectors nanodet
+    python layers/build_layers.py --models pp-tinypose-256x192=pp-tinypose-256x192.onnx \
+        --detectors nanodet=int8/nanodet.int8.onnx   # name=file under --model-dir (default models/)
     python layers/build_layers.py --no-model       # deps + function; reserve MODEL_BUDGET
     python layers/build_layers.py --pyc-python python3.12   # precompile the deps layer
 
@@ -169,9 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--skip-build", action="store_true", help="measure the existing layers/*/build dirs")
     ap.add_argument("--no-model", action="store_true", help=f"leave out the model layer; reserve {MODEL_BUDGET:,d} B")
-    ap.add_argument("--model-dir", type=Path, help="where the *.int8.onnx files are (default: layers/model/Makefile's)")
-    ap.add_argument("--models", help="space-separated model names (default: layers/model/Makefile's MODELS)")
-    ap.add_argument("--detectors", help="space-separated detector names (default: layers/model/Makefile's DETECTORS)")
+    ap.add_argument("--model-dir", type=Path, help="where the name=file pairs' files are (default: models/)")
+    ap.add_argument("--models", help="space-separated name=file pose models (default: layers/model/Makefile's MODELS)")
+    ap.add_argument("--detectors", help="space-separated name=file person detectors (default: layers/model/Makefile's DETECTORS)")
     ap.add_argument(
         "--pyc-python",
         default=os.environ.get("PYC_PYTHON") or None,

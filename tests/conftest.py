@@ -36,9 +36,11 @@ def eval_set() -> dict:
     return {name: json.loads((EVAL / f"{name}.json").read_text()) for name in ("mpii", "coco")}
 
 
-def served_model(name: str = "movenet-thunder") -> Path:
-    """The INT8 model the model layer ships for `name`."""
-    return ROOT / "models" / "int8" / f"{name}.int8.onnx"
+def served_model(name: str | None = None) -> Path:
+    """The file the model layer serves for pose model `name` (default: the default model)."""
+    from local import function
+
+    return function.model_path(name or function.DEFAULT_MODEL)
 
 
 @pytest.fixture(scope="session")

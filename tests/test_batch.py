@@ -18,12 +18,14 @@ from pose.image import decode as decode_image
 from pose.image import prepare
 from pose.model import PoseModel
 
+from local.function import served
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "build"))
 import batch_dim  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
-SERVED = [ROOT / "models" / "int8" / "movenet-thunder.int8.onnx", ROOT / "models" / "int8" / "efficientpose.int8.onnx"]
+SERVED = list(served("MODELS").values())  # PP-TinyPose's served file is its source
 SOURCES = [ROOT / "models" / "movenet-thunder.onnx", ROOT / "models" / "efficientpose.onnx"]
 # (photo, crop as fractions of width and height): people and parts of people, as a detector's boxes would give
 CROPS = [("pose.jpg", (0, 0, 1, 1)), ("pose.jpg", (0.2, 0.3, 0.8, 1.0)), ("Pilots.jpg", (0, 0, 1, 1)),

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import served_model
+from conftest import ROOT, served_model
 from pose import card as model_card
 from pose.errors import ModelError
 from pose.image import to_tensor
@@ -21,8 +21,8 @@ from pose.image import to_tensor
 
 @pytest.fixture(scope="module")
 def base() -> dict:
-    """The served default model's card (keypoints output, int32 input, raw scaling)."""
-    model = onnx.load(str(served_model()), load_external_data=False)
+    """MoveNet Thunder's served card (keypoints output, int32 input, raw scaling)."""
+    model = onnx.load(str(served_model("movenet-thunder")), load_external_data=False)
     return json.loads({p.key: p.value for p in model.metadata_props}[model_card.CARD_KEY])
 
 
@@ -110,7 +110,7 @@ def test_the_served_cards_and_the_widest_accepted_scalings_parse(base):
 @pytest.fixture(scope="module")
 def detector_base() -> dict:
     """The bundled person detector's card (NanoDet)."""
-    model = onnx.load(str(served_model().parent.parent / "nanodet.onnx"), load_external_data=False)
+    model = onnx.load(str(ROOT / "models" / "nanodet.onnx"), load_external_data=False)
     return json.loads({p.key: p.value for p in model.metadata_props}[model_card.CARD_KEY])
 
 

@@ -94,7 +94,7 @@ def test_a_snapstart_restore_reseeds_random_and_forgets_warm(tmp_path):
 
 BUCKET = "pose-cold-start"
 S3_MODEL = served_model("efficientpose")  # not the default model: the reply shows which file was served
-S3_URI = f"s3://{BUCKET}/models/efficientpose.int8.onnx"
+S3_URI = f"s3://{BUCKET}/models/efficientpose.onnx"
 BATCH = {"BatchInputBucket": "my-photos", "BatchInputPrefix": "photos/", "BatchOutputBucket": "my-results"}
 DEPLOYMENTS = {  # each with the batch, so that its two functions start too
     "defaults": {},
@@ -227,11 +227,11 @@ def test_every_function_starts_with_exactly_the_templates_environment(sam_templa
 def test_a_function_whose_environment_names_a_missing_layer_does_not_start(sam_template, s3_model, endpoint, build,
                                                                            tmp_path):
     """What the template did before the model layer stayed attached for the detector: with ModelS3Uri,
-    no layer and no DETECTOR_PATH, the handler's default /opt/model/nanodet.int8.onnx is not there."""
+    no layer and no DETECTOR_PATH, the handler's default /opt/model/rtmdet-nano.onnx is not there."""
     old = copy.deepcopy(sam_template)
     old["Conditions"]["UseModelLayer"] = {"Fn::Equals": [{"Ref": "ModelS3Uri"}, ""]}
     del old["Resources"]["PoseFunction"]["Properties"]["Environment"]["Variables"]["DETECTOR_PATH"]
     parameters = {"ModelS3Uri": S3_URI}
     r, props = start_function(old, translate(old, parameters), parameters, "PoseFunction", build, endpoint, tmp_path)
     assert props["layers"] == [DEPS_LAYER] and r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "person detector not found: DETECTOR_PATH=/opt/model/nanodet.int8.onnx" in r.stdout
+    assert "person detector not found: DETECTOR_PATH=/opt/model/rtmdet-nano.onnx" in r.stdout

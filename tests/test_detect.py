@@ -20,14 +20,14 @@ from pose.errors import ModelError
 from pose.image import decode
 
 from conftest import DATA, EVAL, ROOT
+from local.function import detector_path
 
 FP32 = ROOT / "models" / "nanodet.onnx"
-SHIPPED = ROOT / "models" / "int8" / "nanodet.int8.onnx"
+SHIPPED = detector_path("nanodet")  # the INT8 file the model layer serves as nanodet
 # Measured with build/evaluate_detector.py: 39.8 (FP32) and 40.1 (the shipped INT8); the floor leaves room
 # for onnxruntime versions and machines, not for a broken decoder (stretching alone costs 5 points).
 AP_FLOOR = 35.0
-RTMDET_FP32 = ROOT / "models" / "rtmdet-nano.onnx"
-RTMDET_SHIPPED = ROOT / "models" / "int8" / "rtmdet-nano.int8.onnx"  # FP32 under the layer's name (see MODELS.md)
+RTMDET = detector_path("rtmdet-nano")  # the default detector, served as its FP32 file (see MODELS.md)
 # Measured: 43.7 (FP32, BGR, 416 letterbox); RGB gives 41.7 and stretching 39.3, both below the floor.
 RTMDET_AP_FLOOR = 42.5
 
@@ -233,8 +233,7 @@ def test_finds_the_three_astronauts_in_pilots_jpg(detector):
     assert set(found.timings_ms) == {"preprocess", "inference", "postprocess"}
 
 
-@pytest.fixture(scope="module", params=[FP32, SHIPPED, RTMDET_FP32, RTMDET_SHIPPED],
-                ids=["nanodet-fp32", "nanodet-shipped", "rtmdet-fp32", "rtmdet-shipped"])
+@pytest.fixture(scope="module", params=[FP32, SHIPPED, RTMDET], ids=["nanodet-fp32", "nanodet-shipped", "rtmdet"])
 def any_detector(request) -> detect.Detector:
     return opened(request.param)
 
@@ -385,9 +384,9 @@ def test_dets_card_that_does_not_fit_the_graph_is_refused():
 # --- the bundled RTMDet-nano -------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=[RTMDET_FP32, RTMDET_SHIPPED], ids=["fp32", "shipped"])
-def rtmdet(request) -> detect.Detector:
-    return opened(request.param)
+@pytest.fixture(scope="module")
+def rtmdet() -> detect.Detector:
+    return opened(RTMDET)
 
 
 def test_rtmdet_card_matches_its_graph(rtmdet):
@@ -407,12 +406,10 @@ def test_rtmdet_finds_the_three_astronauts_in_pilots_jpg(rtmdet):
     assert np.all(found.boxes[:, 3] - found.boxes[:, 1] > 250), found.boxes
 
 
-def test_rtmdet_served_file_is_the_fp32_graph_with_its_card():
-    """The layer's name, models/int8/<name>.int8.onnx, holds the FP32 graph: INT8 lost 26 points of box AP."""
-    fp32, shipped = (onnx.load(str(p)) for p in (RTMDET_FP32, RTMDET_SHIPPED))
-    assert json.loads({p.key: p.value for p in shipped.metadata_props}[model_card.CARD_KEY])["quantization"] == "fp32"
-    assert [numpy_helper.to_array(t).tobytes() for t in fp32.graph.initializer] == \
-        [numpy_helper.to_array(t).tobytes() for t in shipped.graph.initializer]
+def test_rtmdet_is_served_as_its_fp32_file_and_its_card_says_so(rtmdet):
+    """INT8 lost 26 points of box AP: the model layer serves models/rtmdet-nano.onnx itself."""
+    assert RTMDET == ROOT / "models" / "rtmdet-nano.onnx"
+    assert rtmdet.card.quantization == "fp32"
 
 
 def test_shipped_rtmdet_person_box_ap_on_coco_multi():
@@ -421,5 +418,5 @@ def test_shipped_rtmdet_person_box_ap_on_coco_multi():
     from build import evaluate_detector
 
     gt = evaluate_detector.load_gt()
-    ap = evaluate_detector.box_ap(gt, evaluate_detector.box_results(detect.open_detector(RTMDET_SHIPPED, threads=1), gt))
+    ap = evaluate_detector.box_ap(gt, evaluate_detector.box_results(detect.open_detector(RTMDET, threads=1), gt))
     assert ap["AP"] > RTMDET_AP_FLOOR, ap

@@ -89,7 +89,7 @@ def test_every_person_counts_on_the_photos_of_several_people(eval_set):
     same pose model. Measured: see README (Models)."""
     served = served_pipeline(threads=2)
     if served.detector is None:
-        pytest.skip("no bundled person detector (models/int8/nanodet.int8.onnx) to score")
+        pytest.skip("no bundled person detector (models/rtmdet-nano.onnx) to score")
     one = evaluate.coco_multi(evaluate.Pipeline(served.model, None, 20).people, served.card.joints)
     every = evaluate.coco_multi(evaluate.Pipeline(served.model, served.detector, 20).people, served.card.joints)
     print(json.dumps({"one_person": one, "every_person": every}, indent=1))

@@ -20,11 +20,15 @@ from pathlib import Path
 
 import pytest
 
+from local import function
+
 ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = ROOT / "handler" / "requirements.txt"
-MODEL_NAMES = ("movenet-thunder", "efficientpose")
-DETECTOR_NAMES = ("nanodet",)
-SHIPPED = MODEL_NAMES + DETECTOR_NAMES  # every file of the model layer
+MODEL_NAMES = ("pp-tinypose-256x192", "movenet-thunder", "efficientpose")
+DETECTOR_NAMES = ("rtmdet-nano", "nanodet")
+# Every file of the model layer: name -> its file under models/ (layers/model/Makefile's name=file pairs).
+SERVED = {**function.served("MODELS"), **function.served("DETECTORS")}
+SHIPPED = MODEL_NAMES + DETECTOR_NAMES
 AL2023_GLIBC = (2, 34)
 # Build-time tools and what the runtime already has: none of them may ship in the layer.
 FORBIDDEN = {
@@ -105,32 +109,59 @@ def test_recipes_refuse_to_run_without_artifacts_dir():
         assert r.returncode != 0 and "ARTIFACTS_DIR is not set" in r.stderr, folder
 
 
+def stand_ins(folder: Path) -> Path:
+    """A models/ folder of stand-ins: each served file at its place, its bytes the name it is served as."""
+    for name, path in SERVED.items():
+        stand_in = folder / path.relative_to(ROOT / "models")
+        stand_in.parent.mkdir(parents=True, exist_ok=True)
+        stand_in.write_bytes(name.encode())
+    return folder
+
+
+def test_the_layer_serves_every_model_by_name_alone():
+    """name=file pairs: the default pose model and detector are FP32 files beside the INT8 ones."""
+    assert tuple(function.served("MODELS")) == MODEL_NAMES and tuple(function.served("DETECTORS")) == DETECTOR_NAMES
+    assert SERVED["pp-tinypose-256x192"] == ROOT / "models" / "pp-tinypose-256x192.onnx"
+    assert SERVED["rtmdet-nano"] == ROOT / "models" / "rtmdet-nano.onnx"
+    assert SERVED["nanodet"] == ROOT / "models" / "int8" / "nanodet.int8.onnx"
+    assert not (ROOT / "models" / "int8" / "rtmdet-nano.int8.onnx").exists()  # no FP32 file under an INT8 name
+
+
 def test_model_recipe_copies_the_named_models(tmp_path):
-    src = tmp_path / "int8"
-    src.mkdir()
-    for name in SHIPPED:
-        (src / f"{name}.int8.onnx").write_bytes(name.encode())
-    (src / "scratch.fp32.onnx").write_bytes(b"not shipped")
+    src = stand_ins(tmp_path / "models")
+    (src / "scratch.onnx").write_bytes(b"not shipped")
     model = bl.build_model(tmp_path / "artifacts", model_dir=src)
-    assert sorted(p.name for p in model.iterdir()) == sorted(f"{n}.int8.onnx" for n in SHIPPED)
-    assert (model / "efficientpose.int8.onnx").read_bytes() == b"efficientpose"
+    assert sorted(p.name for p in model.iterdir()) == sorted(f"{n}.onnx" for n in SHIPPED)
+    for name in SHIPPED:  # each file under the name it is served as, wherever it came from
+        assert (model / f"{name}.onnx").read_bytes() == name.encode()
 
 
 def test_model_recipe_fails_when_a_model_is_missing(tmp_path):
-    src = tmp_path / "int8"
-    src.mkdir()
-    (src / "movenet-thunder.int8.onnx").write_bytes(b"x")
+    src = tmp_path / "models"
+    (src / "int8").mkdir(parents=True)
+    (src / "int8" / "movenet-thunder.int8.onnx").write_bytes(b"x")
     r = subprocess.run(
         ["make", "-C", str(ROOT / "layers" / "model"), "build-ModelLayer", f"ARTIFACTS_DIR={tmp_path / 'a'}", f"MODEL_DIR={src}"],
         capture_output=True, text=True,
     )
     assert r.returncode != 0
-    assert "missing model" in r.stderr and "efficientpose.int8.onnx" in r.stderr
+    assert "missing model" in r.stderr and "pp-tinypose-256x192.onnx" in r.stderr
     # ... and MODELS narrows what is shipped; the detector is required too, unless DETECTORS is emptied.
     with pytest.raises(subprocess.CalledProcessError):
-        bl.build_model(tmp_path / "b", model_dir=src, models="movenet-thunder")
-    model = bl.build_model(tmp_path / "c", model_dir=src, models="movenet-thunder", detectors="")
-    assert [p.name for p in model.iterdir()] == ["movenet-thunder.int8.onnx"]
+        bl.build_model(tmp_path / "b", model_dir=src, models="movenet-thunder=int8/movenet-thunder.int8.onnx")
+    model = bl.build_model(tmp_path / "c", model_dir=src, models="movenet-thunder=int8/movenet-thunder.int8.onnx",
+                           detectors="")
+    assert [p.name for p in model.iterdir()] == ["movenet-thunder.onnx"]
+
+
+def test_model_recipe_refuses_a_name_without_its_file(tmp_path):
+    src = stand_ins(tmp_path / "models")
+    r = subprocess.run(
+        ["make", "-C", str(ROOT / "layers" / "model"), "build-ModelLayer", f"ARTIFACTS_DIR={tmp_path / 'a'}",
+         f"MODEL_DIR={src}", "MODELS=movenet-thunder"],
+        capture_output=True, text=True,
+    )
+    assert r.returncode != 0 and "not name=file: movenet-thunder" in r.stderr
 
 
 def test_function_recipe_ships_code_only(function_code):
@@ -206,16 +237,17 @@ def test_wheel_tag_check(tag, ok):
 def test_function_and_layers_fit_lambda(deps_layer, function_code):
     """Function code + dependency layer + model layer, unzipped, under 250 MB (262,144,000 bytes).
 
-    With the models built (models/int8, `make model`) they are counted as they are; without,
-    the dependency layer must leave MODEL_BUDGET (64 MiB) for them.
+    With the served files in models/ they are counted as they are; without, the dependency layer
+    must leave MODEL_BUDGET (64 MiB) for them.
     """
-    models = [ROOT / "models" / "int8" / f"{n}.int8.onnx" for n in SHIPPED]
+    models = list(SERVED.values())
     parts = [
         bl.Part("function code", function_code, bl.tree_size(function_code), where="handler/"),
         bl.Part("deps layer", deps_layer, bl.tree_size(deps_layer)),
     ]
     if all(m.is_file() for m in models):
-        parts.append(bl.Part("model layer", models[0].parent, sum(m.stat().st_size for m in models)))
+        parts.append(bl.Part("model layer", None, sum(m.stat().st_size for m in models),
+                             where="models/ (layers/model/Makefile's files)"))
     else:
         parts.append(bl.Part("model budget", None, bl.MODEL_BUDGET))
     ok = bl.report(parts)  # shown with pytest -s or on failure
@@ -333,10 +365,7 @@ def test_sam_build_needs_no_docker_and_no_python312(tmp_path):
     if not (ROOT / "handler" / "app.py").is_file():
         pytest.skip("handler/app.py is not there yet")
     sam = Path(sys.executable).with_name("sam")
-    models = tmp_path / "int8"
-    models.mkdir()
-    for name in SHIPPED:
-        (models / f"{name}.int8.onnx").write_bytes(b"stand-in")
+    models = stand_ins(tmp_path / "models")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") or k == "AWS_CA_BUNDLE"}
     env.update(SAM_CLI_TELEMETRY="0", MODEL_DIR=str(models), PIP_PYTHON=sys.executable, DOCKER_HOST="unix:///nonexistent.sock")
     build = tmp_path / "build"
@@ -348,4 +377,4 @@ def test_sam_build_needs_no_docker_and_no_python312(tmp_path):
     assert (build / "template.yaml").is_file()
     assert (build / "PoseFunction" / "app.py").is_file()
     assert (build / "DepsLayer" / "python" / "onnxruntime").is_dir()
-    assert sorted(p.name for p in (build / "ModelLayer" / "model").iterdir()) == sorted(f"{n}.int8.onnx" for n in SHIPPED)
+    assert sorted(p.name for p in (build / "ModelLayer" / "model").iterdir()) == sorted(f"{n}.onnx" for n in SHIPPED)

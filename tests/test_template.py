@@ -16,6 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from pose.model import DEFAULT_DETECTOR_PATH, DEFAULT_MODEL_PATH
+
+from local import function as local_run
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"
@@ -165,7 +168,7 @@ def test_memory_is_a_parameter_of_at_least_one_vcpu(template):
 def test_environment(function, template):
     env = function["Properties"]["Environment"]["Variables"]
     assert ENV_VARS <= set(env)
-    assert env["MODEL_PATH"] == {"Fn::Sub": "/opt/model/${ModelName}.int8.onnx"}
+    assert env["MODEL_PATH"] == {"Fn::Sub": "/opt/model/${ModelName}.onnx"}
     assert env["ALLOWED_ORIGIN"] == {"Fn::If": ["HasWebsite", {"Fn::Sub": "https://${WebDistribution.DomainName}"},
                                                 {"Ref": "AllowedOrigin"}]}
     # The optional ones are absent (not empty) when their parameter is empty.
@@ -177,12 +180,12 @@ def test_environment(function, template):
 def test_the_detector_has_a_source_in_every_configuration(function, template):
     """Always set, never left to the handler's default: the model layer's detector, or "none"."""
     env = function["Properties"]["Environment"]["Variables"]
-    assert env["DETECTOR_PATH"] == {"Fn::If": ["HasDetector", "/opt/model/nanodet.int8.onnx", "none"]}
+    assert env["DETECTOR_PATH"] == {"Fn::If": ["HasDetector", "/opt/model/rtmdet-nano.onnx", "none"]}
     assert template["Conditions"]["HasDetector"] == {"Fn::Equals": [{"Ref": "DetectPeople"}, "true"]}
     assert template["Parameters"]["DetectPeople"]["Default"] == "true"
-    makefile = (ROOT / "layers" / "model" / "Makefile").read_text()
-    shipped = re.search(r"^DETECTORS \?= (.+)$", makefile, re.M).group(1).split()
-    assert [f"/opt/model/{name}.int8.onnx" for name in shipped] == [env["DETECTOR_PATH"]["Fn::If"][1]]
+    # the detector the model layer serves as the default, the handler's default and a local run's agree
+    assert "rtmdet-nano" == local_run.DEFAULT_DETECTOR and local_run.DEFAULT_DETECTOR in local_run.served("DETECTORS")
+    assert env["DETECTOR_PATH"]["Fn::If"][1] == DEFAULT_DETECTOR_PATH == f"/opt/model/{local_run.DEFAULT_DETECTOR}.onnx"
 
 
 @pytest.mark.parametrize("model_s3_uri", ["", "s3://my-models/pose.onnx"])
@@ -209,12 +212,16 @@ def test_layer_contents_and_compatibility(resources):
 
 
 def test_model_names_match_the_model_layer(template):
-    """Every ModelName the template accepts is a file the model layer's Makefile ships."""
+    """Every ModelName the template accepts is a file the model layer's Makefile ships, and the
+    template's default is the handler's and a local run's."""
     allowed = template["Parameters"]["ModelName"]["AllowedValues"]
-    assert template["Parameters"]["ModelName"]["Default"] == "movenet-thunder"
-    makefile = (ROOT / "layers" / "model" / "Makefile").read_text()
-    shipped = re.search(r"^MODELS \?= (.+)$", makefile, re.M).group(1).split()
-    assert sorted(allowed) == sorted(shipped) == sorted(["movenet-thunder", "efficientpose"])
+    default = template["Parameters"]["ModelName"]["Default"]
+    assert default == local_run.DEFAULT_MODEL == "pp-tinypose-256x192"
+    assert DEFAULT_MODEL_PATH == f"/opt/model/{default}.onnx"
+    assert sorted(allowed) == sorted(local_run.served("MODELS")) == sorted(["pp-tinypose-256x192", "movenet-thunder",
+                                                                            "efficientpose"])
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^MODEL \?= (.+)$", makefile, re.M).group(1) == default  # make demo, serve, invoke
 
 
 # --- the model in S3: one object, only when asked for -------------------------------------
@@ -250,7 +257,7 @@ def test_no_other_s3_access(translated):
     "uri, ok",
     [
         ("", True),
-        ("s3://my-models/pose/movenet-thunder.int8.onnx", True),
+        ("s3://my-models/pose/pp-tinypose-256x192.onnx", True),
         ("s3://my.bucket-1/a", True),
         ("s3://my-models/*", False),  # a wildcard would grant more than one object
         ("s3://my-models/model?.onnx", False),

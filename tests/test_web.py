@@ -263,7 +263,7 @@ def test_every_person_drawn_and_picked_on_the_photo(server, browser):
     a click on the photo picks a person for the joints table, the slider redraws everyone."""
     base, health = server
     if health.get("detector") is None:
-        pytest.skip("the server has no person detector (models/int8/nanodet.int8.onnx absent): "
+        pytest.skip("the server has no person detector (models/rtmdet-nano.onnx absent): "
                     "it answers one person per photo, so there is nobody else to pick")
     t = health["model"]["threshold"]
     with open_page(browser, viewport={"width": 1280, "height": 900}) as page:

@@ -28,8 +28,8 @@ from .errors import ModelError
 from .image import prepare
 from .region import Region, person_region
 
-DEFAULT_MODEL_PATH = "/opt/model/movenet-thunder.int8.onnx"
-DEFAULT_DETECTOR_PATH = "/opt/model/nanodet.int8.onnx"
+DEFAULT_MODEL_PATH = "/opt/model/pp-tinypose-256x192.onnx"
+DEFAULT_DETECTOR_PATH = "/opt/model/rtmdet-nano.onnx"
 MB_PER_VCPU = 1769  # Lambda gives one vCPU per 1769 MB of memory
 S3_TIMEOUT_S = 5.0  # connect and per-read timeout of the model download: a stall fails in ~20 s, not minutes
 # Crops per session.run. The run's working memory follows its batch (a crowd's 21 crops: +0.5 GB at the peak);
