@@ -1,7 +1,7 @@
 """End-to-end handler latency per served model, next to its pure inference time.
 
-    python build/bench_handler.py                      # every served pose model (models/int8/*.int8.onnx but the
-                                                       # detector); writes out/bench/handler.json
+    python build/bench_handler.py                      # every pose model the model layer serves
+                                                       # (layers/model/Makefile); writes out/bench/handler.json
     python build/bench_handler.py --models models/int8/efficientpose.int8.onnx --runs 10 --threads 2
 
 The handler module holds one model per process (it loads MODEL_PATH when imported), so each model is measured
@@ -125,19 +125,9 @@ def table(results: list[dict]) -> str:
     return "\n".join(rows)
 
 
-def is_detector(path: Path) -> bool:
-    """Whether the ONNX file is a person detector (served beside the pose models, not as one)."""
-    import onnx
-
-    sys.path.insert(0, str(ROOT / "build"))
-    import cards
-
-    return cards.get_card(onnx.load(str(path), load_external_data=False))["output"]["kind"] == "boxes_gfl"
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", type=Path, help="served ONNX files (default: models/int8/*.int8.onnx)")
+    ap.add_argument("--models", nargs="+", type=Path, help="ONNX pose model files (default: every served one)")
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="MODEL_THREADS (default 1: Lambda at 2048 MB)")
@@ -147,9 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     if a.child:
         print(json.dumps(child(a.child, a.runs, a.warmup, a.threads)))
         return 0
-    models = a.models or [m for m in sorted((ROOT / "models" / "int8").glob("*.int8.onnx")) if not is_detector(m)]
+    sys.path.insert(0, str(ROOT))
+    from local import function
+
+    models = a.models or [m for m in function.served("MODELS").values() if m.is_file()]
     if not models:
-        print("error: no served models (models/int8/*.int8.onnx)", file=sys.stderr)
+        print("error: none of the served models is there (layers/model/Makefile's MODELS)", file=sys.stderr)
         return 2
     results = []
     for model in models:

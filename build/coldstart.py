@@ -52,10 +52,12 @@ ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = ROOT / "handler" / "requirements.txt"
 RUNTIME_PROVIDED = ("boto3",)  # in Lambda's python3.12 runtime: not in the layer, importable all the same
 WORK = ROOT / "out" / "coldstart"
-MODEL = ROOT / "models" / "int8" / "movenet-thunder.int8.onnx"
-# The served person detector: its INT8 file, or the FP32 source until that is built.
-DETECTOR = next((p for p in (ROOT / "models" / "int8" / "nanodet.int8.onnx", ROOT / "models" / "nanodet.onnx")
-                 if p.is_file()), ROOT / "models" / "int8" / "nanodet.int8.onnx")
+sys.path.insert(0, str(ROOT))
+from local import function  # noqa: E402
+
+# The served defaults, the files a local run loads (layers/model/Makefile's).
+MODEL = function.model_path(function.DEFAULT_MODEL)
+DETECTOR = function.detector_path()
 WATCHED = ("aws_xray_sdk", "botocore.session", "boto3")  # modules a cold start should not need
 
 CHILD = r"""
@@ -257,8 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--model", type=Path, default=MODEL)
     ap.add_argument("--detector", default=str(DETECTOR) if DETECTOR.is_file() else "none",
-                    help="the person detector's ONNX file, or none (default: models/int8/nanodet.int8.onnx, else "
-                         "models/nanodet.onnx, if there)")
+                    help="the person detector's ONNX file, or none (default: the served default's, if there)")
     ap.add_argument("--baseline", metavar="REF", help="also measure handler/ as it is at this git ref")
     ap.add_argument("--layer-python", metavar="PYTHON", default=os.environ.get("PYC_PYTHON") or None,
                     help="a CPython 3.12: time the dependency layer itself on it (default: $PYC_PYTHON)")

@@ -6,10 +6,12 @@ Side by side, through the service's own pipeline (pose/pipeline.py) on ../shared
 
 - every person: COCO keypoint AP / AP50 / AP75 / AR (pycocotools' COCOeval) on the 23 photos of
   coco_multi.json, for one person per photo (no detector: the whole photo with its closer look, the
-  service before the detector), the served INT8 pipeline, and the same pipeline in FP32;
+  service before the detector), the served default pipeline (local/function.py's defaults), MoveNet with
+  NanoDet (the default before) in INT8 and in FP32, and EfficientPose;
 - one person: people[0] on the whole photos (scored against the labelled person it matches best)
   and on each labelled person's crop: OKS and PCK@0.2 (COCO), PCKh@0.5 (MPII), as build/evaluate.py;
-- the detector alone: person box AP of its FP32 and INT8 files (build/evaluate_detector.py);
+- the detectors alone: person box AP of NanoDet's FP32 and INT8 files and of RTMDet-nano's
+  (build/evaluate_detector.py);
 - speed at 1 thread (build/bench_people.py): one person vs every person, batched vs a run per person.
 
 Needs ../shared beside the project; the machine may be shared: read the ratios.
@@ -34,14 +36,20 @@ import evaluate_detector  # noqa: E402
 from pose.detect import open_detector  # noqa: E402
 from pose.model import PoseModel  # noqa: E402
 
+from local import function  # noqa: E402
+
 MODELS = ROOT / "models"
-PIPELINES = {  # name -> (pose model file, detector file or None)
-    "one person (no detector)": ("int8/movenet-thunder.int8.onnx", None),
-    "every person, INT8 (served)": ("int8/movenet-thunder.int8.onnx", "int8/nanodet.int8.onnx"),
-    "every person, FP32": ("movenet-thunder.onnx", "nanodet.onnx"),
+SERVED_POSE = function.model_path(function.DEFAULT_MODEL).relative_to(MODELS).as_posix()
+SERVED_DETECTOR = function.detector_path().relative_to(MODELS).as_posix()
+PIPELINES = {  # name -> (pose model file, detector file or None), files under models/
+    "one person (no detector)": (SERVED_POSE, None),
+    "every person (served)": (SERVED_POSE, SERVED_DETECTOR),
+    "MoveNet + NanoDet, INT8": ("int8/movenet-thunder.int8.onnx", "int8/nanodet.int8.onnx"),
+    "MoveNet + NanoDet, FP32": ("movenet-thunder.onnx", "nanodet.onnx"),
     "EfficientPose INT8, one person": ("int8/efficientpose.int8.onnx", None),
-    "EfficientPose INT8, every person": ("int8/efficientpose.int8.onnx", "int8/nanodet.int8.onnx"),
+    "EfficientPose INT8, every person": ("int8/efficientpose.int8.onnx", SERVED_DETECTOR),
 }
+DETECTORS = ("nanodet.onnx", "int8/nanodet.int8.onnx", "rtmdet-nano.onnx")  # box AP, files under models/
 ONE_PERSON = (("whole/coco", "oks"), ("whole/coco", "pck@0.2"), ("whole/mpii", "pckh@0.5"),
               ("crops/coco", "oks"), ("crops/coco", "pck@0.2"), ("crops/mpii", "pckh@0.5"))
 
@@ -64,7 +72,7 @@ def measure(quick: bool) -> dict:
     print("detector box AP", flush=True)
     gt = evaluate_detector.load_gt()
     result["detector"] = {f: evaluate_detector.box_ap(gt, evaluate_detector.box_results(
-        open_detector(MODELS / f, threads=2), gt)) for f in ("nanodet.onnx", "int8/nanodet.int8.onnx")}
+        open_detector(MODELS / f, threads=2), gt)) for f in DETECTORS}
     print("speed", flush=True)
     result["speed"] = bench_people.measure(runs=5 if quick else 20, threads=1)
     return result
@@ -87,7 +95,7 @@ def markdown(r: dict) -> str:
     for name, row in p.items():
         cells = [f"{row['one'][k][m]:.1f}" if m in row["one"].get(k, {}) else "-" for k, m in ONE_PERSON]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "## The detector: person box AP on coco_multi.json", "", "| file | AP | AP50 | AR |", "|---|---|---|---|"]
+    lines += ["", "## The detectors: person box AP on coco_multi.json", "", "| file | AP | AP50 | AR |", "|---|---|---|---|"]
     for f, d in r["detector"].items():
         lines.append(f"| models/{f} | {d['AP']:.1f} | {d['AP50']:.1f} | {d['AR']:.1f} |")
     lines += ["", "## Speed", "", bench_people.markdown(r["speed"]), ""]
