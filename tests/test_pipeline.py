@@ -101,10 +101,12 @@ def test_a_photo_where_the_detector_finds_nobody_still_answers_one_person(pose_m
 
 
 def test_the_main_person_is_the_detected_one_the_whole_photo_look_matches_not_the_best_scored():
-    near = person([[100, 50], [110, 120], [105, 190]], 0.3, (80.0, 30.0, 140.0, 210.0))
+    near = person([[100, 50], [110, 120], [105, 190]], 0.5, (80.0, 30.0, 140.0, 210.0))
     other = person([[400, 50], [410, 120], [405, 190]], 0.9, (380.0, 30.0, 440.0, 210.0))
     look = Estimate(near.points + 4.0, np.array([0.8, 0.7, 0.6]))
     assert main_person([other, near], look) is near
+    doubtful = person(near.points, 0.4, near.box)  # under half the best score: the look alone does not decide
+    assert main_person([other, doubtful], look) is None
     nowhere = Estimate(near.points + [200.0, 0.0], np.array([0.8, 0.7, 0.6]))
     assert main_person([other, near], nowhere) is None
     unsure = Estimate(near.points, np.array([0.8, 0.1, 0.1]))  # fewer than 3 joints placed: no look to follow

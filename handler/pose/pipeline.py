@@ -4,15 +4,18 @@
           -> the whole photo and all crops in one session.run -> joints back in photo pixels
           -> one person per box, scored (box score x mean of the joints the model is fairly sure
           of) -> duplicates removed (OKS NMS) -> the main person first, then best score first
+          -> joint and person scores made probabilities by the card's maps (calibrate.py)
 
 The main person is the one the pose model finds when it looks at the whole photo, as a
-single-person service does (that look rides in the same batch as the crops): the detected person
-whose joints match that look (OKS >= 0.3 over the joints it placed with some confidence) comes
-first. When no detected person matches it, the detector missed someone the pose model sees (a
-person cut by the photo's edges, say): that look, with its closer look (model.py), is the main
-person. So a caller that reads only people[0] gets the person a one-person reply described.
-Chosen on ../shared/eval: ordering by score alone put a small unlabelled passer-by first on several
-photos (the whole-photo OKS of people[0] fell from 68 to 62); `make report` has the figures.
+single-person service does (that look rides in the same batch as the crops, then takes its closer
+look, model.py): the detected person whose joints match that look (OKS >= 0.3 over the joints it
+placed with some confidence) comes first, if the detector and the pose model are at least half as sure
+of them as of the best-scored person. Otherwise the most prominent person comes first (score x box
+area), then best score first. So a caller that reads only people[0] gets the person a one-person
+reply described. Chosen on ../shared/eval: ordering by score alone put a small unlabelled passer-by
+first on several photos; with PP-TinyPose, whose look at a whole photo is poorer than MoveNet's, a weak
+match (or that look itself, when it matched nobody) put an unlabelled person first (the README has the
+figures).
 
 When the detector finds nobody (or there is no detector), the pose model looks at the whole photo,
 with its closer look (model.py), so a photo of one person never answers with nobody.
@@ -36,6 +39,7 @@ JOINT_SCORE_FLOOR = 0.2  # a person's score averages the joints scored above thi
 OKS_SIGMA = 0.07  # one per-joint OKS sigma for every model (COCO's 17 average 0.072)
 OKS_NMS = 0.9  # two people whose joints agree this much (OKS) are one
 MAIN_OKS = 0.3  # the whole-photo look and a detected person are the same person from this OKS up
+MAIN_SCORE_SHARE = 0.5  # ... and the look's person is the main one only when scored at least half the best
 
 
 @dataclass(eq=False)
@@ -79,17 +83,13 @@ def estimate_people(rgb: np.ndarray, pose: PoseModel, detector: Detector | None,
     people = oks_nms([Person(p, s, float(b) * _joint_confidence(s), tuple(map(float, box)), r)
                       for p, s, b, box, r in zip(batch.points[1:], batch.scores[1:], box_scores, boxes, regions)])
     timings = {"detect": detect_ms, **batch.timings_ms}
-    whole = Estimate(batch.points[0], batch.scores[0])
+    whole = pose.closer_look(rgb, Estimate(batch.points[0], batch.scores[0]))
+    timings = {k: timings[k] + whole.timings_ms.get(k, 0.0) for k in timings}
     main = main_person(people, whole)
-    if main is None and int(np.sum(whole.scores >= MIN_SCORE)) >= MIN_JOINTS:
-        # the pose model sees a person the detector missed (cut by the photo's edges, say): theirs
-        # is the answer a one-person service gave, closer look included
-        est = pose.closer_look(rgb, whole)
-        timings = {k: timings[k] + est.timings_ms.get(k, 0.0) for k in timings}
-        main = Person(est.points, est.scores, _joint_confidence(est.scores), _extent(est, rgb), est.region)
-        people.insert(0, main)
-    elif main is not None:
+    if main is not None:
         people = [main, *(p for p in people if p is not main)]
+    else:
+        people.sort(key=lambda p: -p.score * _area(p.box))  # the most prominent first
     return People(probabilities(people[:max_people], pose.card.score_maps), timings)
 
 
@@ -104,13 +104,15 @@ def probabilities(people: list[Person], maps: ScoreMaps | None) -> list[Person]:
 
 def main_person(people: list[Person], whole: Estimate) -> Person | None:
     """The detected person the whole-photo look found: the one whose joints match it best, if by
-    OKS >= MAIN_OKS over the joints that look placed with some confidence."""
+    OKS >= MAIN_OKS over the joints that look placed with some confidence, and if the detector and pose
+    model are at least MAIN_SCORE_SHARE as sure of them as of the best-scored person."""
     sure = whole.scores >= MIN_SCORE
     if int(sure.sum()) < MIN_JOINTS or not people:
         return None
     look = Person(whole.points, whole.scores, 0.0, (0.0, 0.0, 0.0, 0.0), None)
     match = max(people, key=lambda p: oks(p, look, sure))
-    return match if oks(match, look, sure) >= MAIN_OKS else None
+    confident = match.score >= MAIN_SCORE_SHARE * max(p.score for p in people)
+    return match if confident and oks(match, look, sure) >= MAIN_OKS else None
 
 
 def _extent(est: Estimate, rgb: np.ndarray) -> tuple[float, float, float, float]:

@@ -1,0 +1,76 @@
+"""Pose model and detector pairs side by side: the time of a photo's every person, at one thread.
+
+    python build/bench_pipelines.py [--rounds 15] [--json out/bench/pipelines.json]
+
+What POST /pose does without the annotated image (decode, detect, crops, pose runs, people), through the
+service's own pipeline, for each pipeline in turn, round after round in one process (the machine's drift
+hits all alike); medians per photo and pipeline, and each one's ratio to the first. Photos: the committed
+tests/data/pose.jpg (one person) and Pilots.jpg (three), and, when ../shared is beside the project, the eval
+photo with the most people.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "build"))
+sys.path.insert(0, str(ROOT / "handler"))
+sys.path.insert(0, str(ROOT))
+
+import bench_people  # noqa: E402
+from pose import image  # noqa: E402
+from pose.detect import open_detector  # noqa: E402
+from pose.model import PoseModel  # noqa: E402
+from pose.pipeline import estimate_people  # noqa: E402
+
+MODELS = ROOT / "models"
+# name -> (pose model file, detector file, crops per pose run)
+PIPELINES = {
+    "NanoDet FP32 + MoveNet Thunder FP32, a run per crop": ("movenet-thunder.onnx", "nanodet.onnx", 1),
+    "NanoDet INT8 + MoveNet Thunder INT8 (served before)": ("int8/movenet-thunder.int8.onnx",
+                                                           "int8/nanodet.int8.onnx", 8),
+    "RTMDet-nano FP32 + PP-TinyPose FP32 (served)": ("pp-tinypose-256x192.onnx", "rtmdet-nano.onnx", 8),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--json", type=Path, default=ROOT / "out" / "bench" / "pipelines.json")
+    a = ap.parse_args(argv)
+    loaded = {name: (PoseModel(MODELS / pose, threads=1, max_batch=batch), open_detector(MODELS / det, threads=1))
+              for name, (pose, det, batch) in PIPELINES.items()}
+    photos = {name: path.read_bytes() for name, path in bench_people.photos().items()}
+    times: dict[tuple[str, str], list[float]] = {(p, n): [] for p in photos for n in PIPELINES}
+    people: dict[tuple[str, str], int] = {}
+    for _ in range(a.rounds + 1):  # the first round warms up
+        for photo, data in photos.items():
+            for name, (pose, detector) in loaded.items():
+                started = time.perf_counter()
+                found = estimate_people(image.decode(data), pose, detector)
+                times[photo, name].append(time.perf_counter() - started)
+                people[photo, name] = len(found.people)
+    rows = []
+    for photo in photos:
+        base = statistics.median(times[photo, next(iter(PIPELINES))][1:])
+        for name in PIPELINES:
+            ms = statistics.median(times[photo, name][1:]) * 1e3
+            rows.append({"photo": photo, "pipeline": name, "people": people[photo, name], "median_ms": round(ms, 1),
+                         "ratio": round(ms / (base * 1e3), 2)})
+    print("| photo | pipeline | people | median ms | ratio |\n|---|---|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['photo']} | {r['pipeline']} | {r['people']} | {r['median_ms']} | {r['ratio']} |")
+    a.json.parent.mkdir(parents=True, exist_ok=True)
+    a.json.write_text(json.dumps({"rounds": a.rounds, "threads": 1, "rows": rows}, indent=1) + "\n")
+    print(f"wrote {a.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
