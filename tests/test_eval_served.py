@@ -61,18 +61,23 @@ def test_served_default_model_on_the_eval_photos(eval_set, tmp_path):
         assert answer["joints"] == answer["people"][0]["joints"]
         assert answer["model"]["name"] == model.card.name
 
-    # a real pose model, not noise (measured: OKS 69, PCK@0.2 87, PCKh@0.5 64)
+    # a real pose model, not noise (measured with PP-TinyPose + RTMDet-nano: OKS 70.6, PCK@0.2 82.7, PCKh@0.5 54.9;
+    # MoveNet + NanoDet gave 69, 87, 64)
     assert table["whole/coco"]["instances"] == len({i["image"] for i in eval_set["coco"]["instances"]})
     assert table["whole/coco"]["oks"] > 60
     assert table["whole/coco"]["pck@0.2"] > 75
     assert table["whole/mpii"]["pckh@0.5"] > 50
 
 
-def test_the_closer_look_helps_on_whole_photos_and_costs_little_on_tight_crops(eval_set):
+@pytest.mark.parametrize("name", [function.DEFAULT_MODEL, "movenet-thunder"])
+def test_the_closer_look_helps_on_whole_photos_and_costs_little_on_tight_crops(eval_set, name):
     """The second pass on a box around a person who is small in the photo (pose/region.py) against
-    one pass, same model, same inputs. Measured: whole photos OKS 61.1 -> 69.2, PCKh@0.5 58.9 ->
-    64.3; the labelled persons' own crops (where one pass already sees well) OKS 67.6 -> 67.1."""
-    model = PoseModel(served_model(), threads=2)
+    one pass, same model, same inputs; for the default model and for MoveNet, which it was tuned on.
+    Measured, whole photos: PP-TinyPose OKS 31.9 -> 44.4, PCKh@0.5 28.8 -> 37.1 (a top-down model: it
+    needs the person centred and large, so one look at a whole photo sees little); MoveNet OKS 61.1 ->
+    69.2, PCKh@0.5 58.9 -> 64.3. The labelled persons' own crops (where one pass already sees well):
+    TinyPose OKS 72.7 -> 72.9, MoveNet 67.6 -> 67.1."""
+    model = PoseModel(served_model(name), threads=2)
     one_pass = evaluate.report(evaluate.run(evaluate.OnePass(model)))
     closer = evaluate.report(evaluate.run(model))
     print(json.dumps({"one_pass": one_pass, "closer_look": closer}, indent=1))

@@ -60,7 +60,7 @@ def client(endpoint: str, service: str = "s3", key: str = "testing", secret: str
 def s3(endpoint):
     s3 = client(endpoint)
     s3.create_bucket(Bucket=BUCKET)
-    s3.upload_file(str(served_model()), BUCKET, "thunder.onnx")
+    s3.upload_file(str(served_model()), BUCKET, "default.onnx")
     s3.upload_file(str(SMALL), BUCKET, "efficientpose.onnx")
     return s3
 
@@ -123,8 +123,8 @@ def test_the_model_from_s3_answers_a_pose_request_and_its_tmp_copy_is_reused(end
 
     from local.apigw import LambdaContext, json_event, response_body
 
-    s3.upload_file(str(served_model()), BUCKET, "reuse/thunder.onnx")
-    env = s3_env(endpoint, tmp_path, f"s3://{BUCKET}/reuse/thunder.onnx")
+    s3.upload_file(str(served_model()), BUCKET, "reuse/default.onnx")
+    env = s3_env(endpoint, tmp_path, f"s3://{BUCKET}/reuse/default.onnx")
     first = replies(start(env, pose=True))
     status, health = first["HEALTH"]
     assert status == 200 and health["sha256"] == sha256(served_model())
@@ -139,12 +139,12 @@ def test_the_model_from_s3_answers_a_pose_request_and_its_tmp_copy_is_reused(end
     assert len(copies) == 1 and tmp_files(tmp_path) == copies
     assert sha256(tmp_path / copies[0]) == sha256(served_model())
 
-    s3.delete_object(Bucket=BUCKET, Key="reuse/thunder.onnx")
+    s3.delete_object(Bucket=BUCKET, Key="reuse/default.onnx")
     second = replies(start(env))  # the object is gone: only the /tmp copy can serve
     assert second["HEALTH"][1]["sha256"] == sha256(served_model())
     fresh = tmp_path / "fresh"
     fresh.mkdir()
-    failure(start(s3_env(endpoint, fresh, f"s3://{BUCKET}/reuse/thunder.onnx")), "not found")
+    failure(start(s3_env(endpoint, fresh, f"s3://{BUCKET}/reuse/default.onnx")), "not found")
 
 
 def test_a_pinned_sha256_that_matches_is_served_and_a_tampered_tmp_copy_is_replaced(endpoint, s3, tmp_path):
