@@ -32,9 +32,10 @@ DEFAULT_MODEL_PATH = "/opt/model/pp-tinypose-256x192.onnx"
 DEFAULT_DETECTOR_PATH = "/opt/model/rtmdet-nano.onnx"
 MB_PER_VCPU = 1769  # Lambda gives one vCPU per 1769 MB of memory
 S3_TIMEOUT_S = 5.0  # connect and per-read timeout of the model download: a stall fails in ~20 s, not minutes
-# Crops per session.run. The run's working memory follows its batch (a crowd's 21 crops: +0.5 GB at the peak);
-# at one thread a crop costs the same in a batch of 8 as of 21 (build/bench_memory.py).
-MAX_BATCH = 8
+# Crops per session.run. The run's working memory follows its batch (a crowd's 21 crops: +0.5 GB at the peak),
+# and so does each crop's time on Lambda's one thread: PP-TinyPose took 24 ms a crop alone, 37 ms in a batch
+# of 8; MoveNet 31 and 42 ms (build/bench_pipelines.py). A graph with a batch axis still takes any batch.
+MAX_BATCH = 1
 
 
 def sha256_of(path: str | Path) -> str:
