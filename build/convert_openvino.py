@@ -87,6 +87,8 @@ CARD = {
               "scaling": {"kind": "mean_std", "mean": list(cards.IMAGENET_MEAN_RGB), "std": list(cards.IMAGENET_STD_RGB)}},
     "output": {"kind": "heatmaps", "name": HEATMAPS, "layout": "NCHW"},
     "joint_set_name": "coco",
+    # top-down: trained on person crops, so its look at a whole photo is no answer of its own (pose/pipeline.py)
+    "whole_photo": False,
 }
 
 

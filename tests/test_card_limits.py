@@ -48,6 +48,7 @@ BAD_CARDS = {  # name: (edit of the card dict, or the card's text; words the err
     "mean_std on an int32 input": (lambda c: c["input"].update(scaling={
         "kind": "mean_std", "mean": [0.5] * 3, "std": [0.2] * 3}), "needs input.dtype float32"),
     "NaN in an unknown field": (lambda c: c.update(calibration={"loss": math.nan}), "NaN"),
+    "whole_photo of 1": (lambda c: c.update(whole_photo=1), "whole_photo must be true or false"),
     "a threshold of NaN": (lambda c: c.update(threshold=math.nan), "NaN"),
     # booleans where integers or numbers belong (True == 1 in Python)
     "a skeleton of booleans": (lambda c: c.update(skeleton=[[True, False], [False, True]]), "skeleton"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -137,3 +139,14 @@ def test_a_person_the_detector_misses_is_still_answered_as_a_one_person_reply(po
     whole = pose_model.estimate(np.ascontiguousarray(cut))
     placed = whole.scores >= 0.3
     assert oks(people[0], person(whole.points, 0.0, people[0].box), placed) > 0.5
+
+
+def test_only_a_single_person_models_look_at_the_whole_photo_is_taken_for_a_person():
+    """MoveNet (trained on whole photos) answers for a person the detector missed; PP-TinyPose (trained on
+    person crops; card whole_photo false) does not, its look at a whole photo being no answer of its own."""
+    from pose.card import parse
+
+    assert PoseModel(served_model("movenet-thunder"), threads=1).card.whole_photo is True
+    assert PoseModel(served_model("pp-tinypose-256x192"), threads=1).card.whole_photo is False
+    text = json.dumps({**PoseModel(served_model("movenet-thunder"), threads=1).card.raw, "whole_photo": False})
+    assert parse(text).whole_photo is False

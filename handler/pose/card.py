@@ -26,7 +26,10 @@ Card fields (JSON)::
       "sides": ["center" | "left" | "right", ...],   # one per joint, for colours
       "skeleton": [[i, j], ...],          # limbs as joint index pairs
       "flip_pairs": [[i, j], ...],        # left/right twins
-      "threshold": 0.6                    # default score threshold
+      "threshold": 0.6,                   # default score threshold
+      "whole_photo": true,                # optional: false for a top-down model trained on person crops,
+                                          # whose look at a whole photo is no answer of its own
+      "score_maps": {...}                 # optional: raw scores -> probabilities (calibrate.py)
     }
 
 A person detector's card has the same first fields and ``input``; its output and defaults differ::
@@ -126,6 +129,7 @@ class Card(_Described):
     threshold: float
     raw: Mapping[str, Any]
     score_maps: ScoreMaps | None = None  # raw scores -> probabilities (calibrate.py); None: scores as the model gives them
+    whole_photo: bool = True  # a single-person model whose look at a whole photo is an answer of its own
 
 
 @dataclass(frozen=True)
@@ -333,7 +337,14 @@ def parse(text: str | None) -> Card:
         skeleton=_pairs(d.get("skeleton"), n, "skeleton"),
         flip_pairs=_pairs(d.get("flip_pairs", []), n, "flip_pairs"),
         threshold=float(threshold), raw=d, score_maps=_score_maps(d.get("score_maps"), n),
+        whole_photo=_flag(d, "whole_photo", True),
     )
+
+
+def _flag(d: dict, key: str, default: bool) -> bool:
+    value = d.get(key, default)
+    _require(type(value) is bool, f"{key} must be true or false")
+    return value
 
 
 MAX_KNOTS = 64

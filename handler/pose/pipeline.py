@@ -88,6 +88,11 @@ def estimate_people(rgb: np.ndarray, pose: PoseModel, detector: Detector | None,
     main = main_person(people, whole)
     if main is not None:
         people = [main, *(p for p in people if p is not main)]
+    elif pose.card.whole_photo and int(np.sum(whole.scores >= MIN_SCORE)) >= MIN_JOINTS:
+        # a single-person model sees a person the detector missed (cut by the photo's edges, say):
+        # its look, closer look included, is the answer a one-person service gave
+        people.insert(0, Person(whole.points, whole.scores, _joint_confidence(whole.scores), _extent(whole, rgb),
+                                whole.region))
     else:
         people.sort(key=lambda p: -p.score * _area(p.box))  # the most prominent first
     return People(probabilities(people[:max_people], pose.card.score_maps), timings)
