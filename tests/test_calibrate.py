@@ -40,11 +40,23 @@ def test_a_map_is_linear_between_its_knots_and_flat_beyond():
 
 def test_the_people_get_probabilities_and_keep_their_places():
     card = model_card.parse(json.dumps(two_joint_card()))
+    photo = np.zeros((10, 20, 3), np.uint8)
     person = Person(np.zeros((2, 2)), np.array([0.5, 0.95]), 0.4, (0.0, 0.0, 1.0, 1.0), None)
-    (calibrated,) = probabilities([person], card.score_maps)
+    (calibrated,) = probabilities([person], card.score_maps, photo)
     assert np.allclose(calibrated.scores, [0.5, 0.9]) and calibrated.score == pytest.approx(0.2)
     assert calibrated.points is person.points and calibrated.box == person.box
-    assert probabilities([person], None) == [person]  # a card without maps: the model's own scores
+    (raw,) = probabilities([person], None, photo)  # a card without maps: the model's own scores
+    assert np.array_equal(raw.scores, person.scores) and raw.score == person.score
+
+
+def test_a_joint_outside_the_photo_scores_0_whatever_the_model_says():
+    """Sitting astronauts whose legs the frame cuts: the model places the ankles below the photo, sure of
+    them; no photo shows them, so they are not shown."""
+    photo = np.zeros((10, 20, 3), np.uint8)  # pixel centres 0..19 x 0..9
+    points = np.array([[19.4, 9.4], [19.6, 5.0], [3.0, -0.6], [-0.5, -0.5]])
+    person = Person(points, np.full(4, 0.9), 0.8, (0.0, 0.0, 20.0, 10.0), None)
+    (shown,) = probabilities([person], None, photo)
+    assert shown.scores.tolist() == [0.9, 0.0, 0.0, 0.9] and shown.score == 0.8
 
 
 @pytest.mark.parametrize("edit,words", [

@@ -32,7 +32,7 @@ import numpy as np
 from . import calibrate
 from .card import ScoreMaps
 from .model import Estimate, PoseModel
-from .region import MIN_JOINTS, MIN_SCORE, Region
+from .region import MIN_JOINTS, MIN_SCORE, Region, in_photo
 
 MAX_PEOPLE = 20  # the default of the request's max_people: COCO keypoint AP 48.2 against 44.3 at 10 (README)
 JOINT_SCORE_FLOOR = 0.2  # a person's score averages the joints scored above this (as Simple Baselines)
@@ -75,7 +75,7 @@ def estimate_people(rgb: np.ndarray, pose: PoseModel, detector: Detector | None,
     if found is None or len(found.scores) == 0:
         est = pose.estimate(rgb)
         alone = Person(est.points, est.scores, _joint_confidence(est.scores), _extent(est, rgb), est.region)
-        return People(probabilities([alone], pose.card.score_maps), {"detect": detect_ms, **est.timings_ms})
+        return People(probabilities([alone], pose.card.score_maps, rgb), {"detect": detect_ms, **est.timings_ms})
     boxes, box_scores = found.boxes[:max_people], found.scores[:max_people]
     spec = pose.card.input
     regions = [Region.around(b, spec.width, spec.height) for b in boxes]
@@ -95,15 +95,17 @@ def estimate_people(rgb: np.ndarray, pose: PoseModel, detector: Detector | None,
                                 whole.region))
     else:
         people.sort(key=lambda p: -p.score * _area(p.box))  # the most prominent first
-    return People(probabilities(people[:max_people], pose.card.score_maps), timings)
+    return People(probabilities(people[:max_people], pose.card.score_maps, rgb), timings)
 
 
-def probabilities(people: list[Person], maps: ScoreMaps | None) -> list[Person]:
-    """The people with their joint and person scores made probabilities by the card's maps (calibrate.py).
+def probabilities(people: list[Person], maps: ScoreMaps | None, rgb: np.ndarray) -> list[Person]:
+    """The people with their joint and person scores made probabilities by the card's maps (calibrate.py),
+    and a joint placed outside the photo scored 0: a model may place the legs of a person cut by the frame
+    below it, sure of them, but no photo shows them (the labels the maps were fitted on never have them).
     Everything before works on the model's raw scores, which its thresholds were chosen on."""
-    if maps is None:
-        return people
-    return [replace(p, scores=calibrate.joint_probabilities(maps, p.scores),
+    height, width = rgb.shape[:2]
+    return [replace(p, scores=np.where(in_photo(p.points, width, height),
+                                       calibrate.joint_probabilities(maps, p.scores), 0.0),
                     score=calibrate.person_probability(maps, p.score)) for p in people]
 
 

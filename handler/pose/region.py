@@ -57,14 +57,19 @@ class Region:
                    max(1, int(round(width))), max(1, int(round(height))))
 
 
+def in_photo(points: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(..., 2) points -> (...,) whether each lies on the photo's pixels (pixel centres on integers)."""
+    x, y = points[..., 0], points[..., 1]
+    return (x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5)
+
+
 def person_region(points: np.ndarray, scores: np.ndarray, width: int, height: int,
                   in_w: int, in_h: int) -> Region | None:
     """The box to look at again for joints `points` (photo pixels) with `scores` in a `width` x
     `height` photo and a model input of `in_w` x `in_h`; None when too few joints say where the
     person is, or when the box would not show them MIN_ZOOM times larger than the whole photo does."""
     points = np.asarray(points, dtype=np.float64)
-    x, y = points[:, 0], points[:, 1]
-    inside = (x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5)
+    inside = in_photo(points, width, height)
     sure = points[(np.asarray(scores) >= MIN_SCORE) & inside]
     if len(sure) < MIN_JOINTS:
         return None
