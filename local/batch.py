@@ -39,7 +39,7 @@ from local import function
 sys.path.insert(0, str(function.ROOT / "handler"))
 from gather import Gathered, items_text  # noqa: E402
 from pose import records  # noqa: E402
-from pose.errors import BadParameter  # noqa: E402
+from pose.errors import BadParameter, NotFound, PoseError, TooLarge, Unreadable, WorkerDied  # noqa: E402
 
 RESULTS, COCO, IMAGES, LOCK = "results.jsonl", "coco_results.json", "images.json", ".lock"
 SPECIAL_FILES = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
@@ -112,23 +112,23 @@ def read_photo(path: Path, name: str) -> bytes | dict:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # non-blocking: opening a FIFO must not wait either
     except FileNotFoundError:
-        return records.error_record(name, "not_found", "no such file (deleted after the listing?)")
+        return records.error_record(name, NotFound.code, "no such file (deleted after the listing?)")
     except OSError as exc:
-        return records.error_record(name, "unreadable", f"{type(exc).__name__}: {exc.strerror}")
+        return records.error_record(name, Unreadable.code, f"{type(exc).__name__}: {exc.strerror}")
     with open(fd, "rb") as file:
         status = os.fstat(fd)
         size = status.st_size
         if not stat.S_ISREG(status.st_mode):
             kind = SPECIAL_FILES.get(stat.S_IFMT(status.st_mode), "a special file")
-            return records.error_record(name, "unreadable", f"not a regular file ({kind})")
+            return records.error_record(name, Unreadable.code, f"not a regular file ({kind})")
         if size <= records.MAX_BYTES:
             try:
                 data = file.read(records.MAX_BYTES + 1)
             except OSError as exc:
-                return records.error_record(name, "unreadable", f"{type(exc).__name__}: {exc.strerror}")
+                return records.error_record(name, Unreadable.code, f"{type(exc).__name__}: {exc.strerror}")
             size = len(data)
     if size > records.MAX_BYTES:
-        return records.error_record(name, "too_large", f"the file is {size} bytes or more; the limit is "
+        return records.error_record(name, TooLarge.code, f"the file is {size} bytes or more; the limit is "
                                                        f"{records.MAX_BYTES}")
     return data
 
@@ -225,12 +225,12 @@ def _worked(todo: list[str], workers: int, new_pool) -> Iterator[tuple[str, floa
                     if not alone:
                         suspects.append(name)
                         continue
-                    answer = _failed(name, "worker_died", "its worker process died on it, twice (out of memory? "
+                    answer = _failed(name, WorkerDied.code, "its worker process died on it, twice (out of memory? "
                                                           "killed?)")
                 except ModelsNotLoaded:
                     raise
                 except Exception as exc:  # out of _one itself, e.g. writing the drawing: still only this photo's
-                    answer = _failed(name, "internal_error", f"{type(exc).__name__}: {str(exc)[:200]}")
+                    answer = _failed(name, PoseError.code, f"{type(exc).__name__}: {str(exc)[:200]}")
                 yield answer
     finally:
         if pool is not None:

@@ -89,3 +89,9 @@ class TimedOut(PhotoError):
     """The batch had no time left to start the photo."""
 
     code = "timeout"
+
+
+class WorkerDied(PhotoError):
+    """The folder batch's worker process died on the photo twice (out of memory, a signal; local/batch.py)."""
+
+    code = "worker_died"
