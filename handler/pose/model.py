@@ -139,8 +139,8 @@ class PoseModel:
         return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
 
     def look(self, rgb: np.ndarray, regions: list[Region | None]) -> Estimate:
-        """Joints of one person in each region of the photo (None: the whole photo), in one batched
-        run: points (P, K, 2) in photo pixels and scores (P, K), and the stage timings."""
+        """Joints of one person in each region of the photo (None: the whole photo), in session.runs of
+        `max_batch` regions: points (P, K, 2) in photo pixels and scores (P, K), and the stage timings."""
         t0 = time.perf_counter()
         photo = Image.fromarray(rgb)  # once for every region: each reads only its part of it
         prepared = [prepare(photo, self.card.input, r) for r in regions]

@@ -1,7 +1,8 @@
-"""Every person in a photo: detector -> person boxes -> one batched pose run -> people in photo pixels.
+"""Every person in a photo: detector -> person boxes -> the pose model on each crop -> people in photo pixels.
 
     photo -> detector -> boxes (score threshold, NMS) -> each box widened to the pose input's aspect
-          -> the whole photo and all crops in one session.run -> joints back in photo pixels
+          -> the whole photo and all crops through the pose session (model.py: MAX_BATCH a run)
+          -> joints back in photo pixels
           -> one person per box, scored (box score x mean of the joints the model is fairly sure
           of) -> duplicates removed (OKS NMS) -> the main person first, then best score first
           -> joint and person scores made probabilities by the card's maps (calibrate.py)
@@ -10,8 +11,10 @@ The main person is the one the pose model finds when it looks at the whole photo
 single-person service does (that look rides in the same batch as the crops, then takes its closer
 look, model.py): the detected person whose joints match that look (OKS >= 0.3 over the joints it
 placed with some confidence) comes first, if the detector and the pose model are at least half as sure
-of them as of the best-scored person. Otherwise the most prominent person comes first (score x box
-area), then best score first. So a caller that reads only people[0] gets the person a one-person
+of them as of the best-scored person. When no detected person matches it, a single-person model's
+look (card `whole_photo`, MoveNet's) is itself the main person: the detector missed someone the model
+sees (cut by the photo's edges, say); for a top-down model (PP-TinyPose) the most prominent person
+(score x box area) comes first instead. Then best score first. So a caller that reads only people[0] gets the person a one-person
 reply described. Chosen on ../shared/eval: ordering by score alone put a small unlabelled passer-by
 first on several photos; with PP-TinyPose, whose look at a whole photo is poorer than MoveNet's, a weak
 match (or that look itself, when it matched nobody) put an unlabelled person first (the README has the
