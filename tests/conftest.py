@@ -12,6 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# CI (.ci/run) draws the same random inputs on every run, so a landing never hangs on a new draw; a
+# developer's `make test` draws new ones each time, and what they find becomes a fixed test (tests/data).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"

@@ -338,6 +338,14 @@ def test_dets_still_pass_the_services_nms_and_limit():
     assert d(WHOLE_INPUT, nms_iou=0.95, max_detections=1).scores.tolist() == [pytest.approx(0.9)]
 
 
+def test_an_inverted_dets_row_is_no_box():
+    """A broken graph's row whose right edge is left of its left (or bottom above its top) is dropped, as
+    a NaN row is: no person, never a box the drawing cannot draw."""
+    rows = [[20, 4, 4, 30, 0.9], [4, 30, 20, 4, 0.8], [24, 6, 40, 28, 0.7]]
+    found = detect.Detector(dets_session(rows, [0, 0, 0]), dets_card())(WHOLE_INPUT)
+    np.testing.assert_allclose(found.boxes, [np.array(rows[2][:4]) - 0.5], atol=1e-9)
+
+
 def test_dets_map_back_through_the_letterbox_inverse():
     d = detect.Detector(dets_session(ROWS, LABELS), dets_card())
     rgb = np.zeros((50, 200, 3), np.uint8)  # wide: 48 x 12 inside the input, 10 rows of padding above

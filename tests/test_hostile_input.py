@@ -475,6 +475,14 @@ def hostile_event(draw) -> dict:
     return text_event(draw(st.text(max_size=200)))
 
 
+def test_a_corrupt_photo_whose_joints_all_fall_off_it_gets_its_drawing(call):
+    """Found by the random test below: the person's box came out inverted and the drawing raised (500)."""
+    status, body, _ = call(json_event("/pose", {"image": b64((DATA / "corrupt-48x32.jpg").read_bytes())}))
+    assert status == 200, body
+    box = body["people"][0]["box"]
+    assert box["width"] >= 0 and box["height"] >= 0 and body["annotated_image"].startswith("data:image/")
+
+
 def test_random_input_never_gets_a_5xx_and_the_next_request_is_answered(app, pose_jpg, upright):
     seen = {}
 

@@ -150,3 +150,15 @@ def test_only_a_single_person_models_look_at_the_whole_photo_is_taken_for_a_pers
     assert PoseModel(served_model("pp-tinypose-256x192"), threads=1).card.whole_photo is False
     text = json.dumps({**PoseModel(served_model("movenet-thunder"), threads=1).card.raw, "whole_photo": False})
     assert parse(text).whole_photo is False
+
+
+def test_the_box_of_a_person_found_without_a_detector_is_on_the_photo_and_never_inverted():
+    """A model may place every joint it is sure of above a small photo (a corrupt 48 x 32 JPEG did): the
+    box then falls back to the photo, never (x, -0.5, x, -13) that the drawing refused with a 500."""
+    from pose.pipeline import _extent
+
+    rgb = np.zeros((32, 48, 3), np.uint8)
+    above = Estimate(np.array([[34.4, -13.1], [30.0, -20.0], [20.0, -5.0]]), np.full(3, 0.9))
+    assert _extent(above, rgb) == (-0.5, -0.5, 47.5, 31.5)
+    straddling = Estimate(np.array([[10.0, -13.0], [20.0, 5.0], [30.0, 40.0], [12.0, 8.0]]), np.full(4, 0.9))
+    assert _extent(straddling, rgb) == (12.0, 5.0, 20.0, 8.0)

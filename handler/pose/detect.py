@@ -69,8 +69,9 @@ def decode(spec: BoxesSpec | DetsSpec, outputs: Mapping[str, np.ndarray], in_w: 
     """The detector's outputs (batch of 1) -> ((N, 4) boxes in input pixels, (N,) scores) of the card's
     class scoring at least ``score_threshold``, in no particular order, by the decoder of the output kind."""
     boxes, scores = KINDS[spec.kind].decode(spec, outputs, in_w, in_h, score_threshold)
-    finite = np.isfinite(boxes).all(axis=1) & np.isfinite(scores)  # a broken model's NaN or infinity: no box
-    return boxes[finite], scores[finite]
+    # a broken model's NaN, infinity or inverted box (right of its left or above its top): no box
+    valid = np.isfinite(boxes).all(axis=1) & np.isfinite(scores) & (boxes[:, 2] >= boxes[:, 0]) & (boxes[:, 3] >= boxes[:, 1])
+    return boxes[valid], scores[valid]
 
 
 def decode_gfl(spec: BoxesSpec, outputs: Mapping[str, np.ndarray], in_w: int, in_h: int,

@@ -126,12 +126,13 @@ def main_person(people: list[Person], whole: Estimate) -> Person | None:
 
 
 def _extent(est: Estimate, rgb: np.ndarray) -> tuple[float, float, float, float]:
-    """The box of the joints placed with some confidence, inside the photo (the photo when none is)."""
+    """The box of the joints placed with some confidence on the photo (the photo when none is): left <=
+    right and top <= bottom always, whatever the model placed off the photo."""
     height, width = rgb.shape[:2]
-    sure = est.points[est.scores >= MIN_SCORE]
+    sure = est.points[(est.scores >= MIN_SCORE) & in_photo(est.points, width, height)]
     if not len(sure):
         return (-0.5, -0.5, width - 0.5, height - 0.5)
-    (x0, y0), (x1, y1) = np.clip(sure.min(axis=0), -0.5, None), np.minimum(sure.max(axis=0), (width - 0.5, height - 0.5))
+    (x0, y0), (x1, y1) = sure.min(axis=0), sure.max(axis=0)
     return (float(x0), float(y0), float(x1), float(y1))
 
 
