@@ -183,7 +183,8 @@ function render() {
   const { photo, pose, people, picked } = state;
   if (!photo) return;
   const visible = people.map((person) => visibility(person.joints, threshold()));
-  drawPeople(el.canvas, photo.canvas, pose, people, state.sides, visible, picked);
+  // What the canvas shows, as data (web/draw.js drawingOf's marks): for the console, and the browser tests read it.
+  window.__drawn = drawPeople(el.canvas, photo.canvas, pose, people, state.sides, visible, picked);
   if (!pose) {
     el.canvas.setAttribute("aria-label", `Photo “${photo.name}”, being analysed`);
     return;

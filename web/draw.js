@@ -3,9 +3,10 @@
 // (handler/pose/draw.py).
 
 export const COLORS = { left: "rgb(0, 200, 255)", right: "rgb(255, 80, 40)", center: "rgb(255, 220, 0)" };
-const BOX = "#fff";
-const LABEL = "rgb(20, 20, 20)";
-const PICKED_LABEL = "#1f5fbf";
+export const BOX = "#fff"; // boxes, and the numbers' text
+export const OUTLINE = "#fff"; // around each joint's dot
+export const LABEL = "rgb(20, 20, 20)"; // under a person's number
+export const PICKED_LABEL = "#1f5fbf"; // under the picked person's number
 
 /** One side per joint: the model card's `sides` when it fits, else guessed from the joint names. */
 export function sidesFor(jointNames, cardSides) {
@@ -54,11 +55,91 @@ export function scaleOf(canvas, pose) {
 }
 
 /**
- * Draw `photo` (a canvas of the uploaded image) on `canvas`, then each person's visible limbs and
- * joints (`visible[p][j]`), a thin box with the person's number (1 = the main person); when there
- * are several, the `picked` one's box is thicker and its number on blue. Boxes go under the skeletons
- * and numbers over them. Coordinates are in the photo's pixels as the API gives them: pixel
- * centres at integers.
+ * What drawPeople draws over the photo, in painting order, as plain data in canvas pixels: a
+ * `box` per person who has one, then each person's visible `limb`s and `joint`s (`visible[p][j]`),
+ * then a `label` with the person's number (1 = the main person) in the corner of each box. When
+ * there are several people the `picked` one's box is thicker and drawn last, and its number is bold
+ * on blue. `size` is the canvas's (the photo's) width and height. Coordinates are in the photo's
+ * pixels as the API gives them: pixel centres at integers.
+ */
+export function drawingOf(size, pose, people, sides, visible, picked) {
+  const [kx, ky] = scaleOf(size, pose);
+  const at = (point) => [(point.x + 0.5) * kx, (point.y + 0.5) * ky];
+  const longest = Math.max(size.width, size.height);
+  const lineWidth = Math.max(2, Math.round(longest / 200));
+  const radius = Math.max(3, Math.round(longest / 120));
+  const thin = Math.max(1, Math.floor(lineWidth / 2));
+  const fontSize = Math.max(12, Math.round(longest / 40)); // larger than the PNG's: read on a screen
+  const pad = Math.max(2, thin);
+  const highlighted = people.length > 1 ? picked : -1;
+  // The boxed people, the highlighted one last so that it lies over the others.
+  const boxed = people.map((person, p) => ({ p, box: person.box })).filter(({ box }) => box)
+    .sort((a, b) => (a.p === highlighted) - (b.p === highlighted));
+
+  const corner = (box) => ({ x: (box.left + 0.5) * kx, y: (box.top + 0.5) * ky });
+  const boxes = boxed.map(({ p, box }) => ({
+    kind: "box", person: p, ...corner(box), width: box.width * kx, height: box.height * ky,
+    color: BOX, lineWidth: p === highlighted ? lineWidth * 2 : thin,
+  }));
+  const skeletons = people.flatMap((person, p) => {
+    const shown = visible[p];
+    const limbs = pose.skeleton.filter(({ pair: [a, b] }) => shown[a] && shown[b]).map(({ pair: [a, b] }) => ({
+      kind: "limb", person: p, joints: [a, b], from: at(person.joints[a]), to: at(person.joints[b]),
+      color: COLORS[sides[a] === sides[b] ? sides[a] : "center"], lineWidth,
+    }));
+    const dots = person.joints.flatMap((joint, j) => (shown[j] ? [{
+      kind: "joint", person: p, joint: j, center: at(joint), radius,
+      color: COLORS[sides[j]], outline: OUTLINE, lineWidth: thin,
+    }] : []));
+    return [...limbs, ...dots];
+  });
+  const labels = boxed.map(({ p, box }) => ({
+    kind: "label", person: p, text: String(p + 1), ...corner(box), pad, fontSize,
+    font: `${p === highlighted ? "bold " : ""}${fontSize}px system-ui, sans-serif`,
+    background: p === highlighted ? PICKED_LABEL : LABEL, color: BOX,
+  }));
+  return [...boxes, ...skeletons, ...labels];
+}
+
+/** How each kind of drawingOf's marks is painted on a 2D context. */
+const PAINT = {
+  box(ctx, { x, y, width, height, color, lineWidth }) {
+    ctx.strokeStyle = color;
+    ctx.lineWidth = lineWidth;
+    ctx.strokeRect(x, y, width, height);
+  },
+  limb(ctx, { from, to, color, lineWidth }) {
+    ctx.lineCap = "round";
+    ctx.lineWidth = lineWidth;
+    ctx.strokeStyle = color;
+    ctx.beginPath();
+    ctx.moveTo(...from);
+    ctx.lineTo(...to);
+    ctx.stroke();
+  },
+  joint(ctx, { center, radius, color, outline, lineWidth }) {
+    ctx.lineWidth = lineWidth;
+    ctx.strokeStyle = outline;
+    ctx.fillStyle = color;
+    ctx.beginPath();
+    ctx.arc(...center, radius, 0, 2 * Math.PI);
+    ctx.fill();
+    ctx.stroke();
+  },
+  label(ctx, { text, x, y, pad, fontSize, font, background, color }) {
+    ctx.textBaseline = "top";
+    ctx.font = font;
+    ctx.fillStyle = background;
+    ctx.fillRect(x, y, ctx.measureText(text).width + 2 * pad, fontSize + 2 * pad);
+    ctx.fillStyle = color;
+    ctx.fillText(text, x + pad, y + pad);
+  },
+};
+
+/**
+ * Draw `photo` (a canvas of the uploaded image) on `canvas`, then, when there is a reply, every
+ * person as drawingOf lays them out. Returns the marks drawn over the photo (none without a reply):
+ * what the canvas shows, as data.
  */
 export function drawPeople(canvas, photo, pose, people, sides, visible, picked) {
   const { width, height } = photo;
@@ -66,60 +147,8 @@ export function drawPeople(canvas, photo, pose, people, sides, visible, picked) 
   if (canvas.height !== height) canvas.height = height;
   const ctx = canvas.getContext("2d");
   ctx.drawImage(photo, 0, 0);
-  if (!pose) return;
-  const [kx, ky] = scaleOf(canvas, pose);
-  const at = (joint) => [(joint.x + 0.5) * kx, (joint.y + 0.5) * ky];
-  const size = Math.max(width, height);
-  const lineWidth = Math.max(2, Math.round(size / 200));
-  const radius = Math.max(3, Math.round(size / 120));
-  const thin = Math.max(1, Math.floor(lineWidth / 2));
-  const fontSize = Math.max(12, Math.round(size / 40)); // larger than the PNG's: read on a screen
-  const pad = Math.max(2, thin);
-  const highlighted = people.length > 1 ? picked : -1;
-  // The boxed people, the highlighted one last so that it lies over the others.
-  const boxed = people.map((person, p) => ({ p, box: person.box })).filter(({ box }) => box)
-    .sort((a, b) => (a.p === highlighted) - (b.p === highlighted));
-
-  ctx.strokeStyle = BOX;
-  for (const { p, box } of boxed) {
-    ctx.lineWidth = p === highlighted ? lineWidth * 2 : thin;
-    ctx.strokeRect((box.left + 0.5) * kx, (box.top + 0.5) * ky, box.width * kx, box.height * ky);
-  }
-
-  people.forEach((person, p) => {
-    const shown = visible[p];
-    const joints = person.joints;
-    ctx.lineCap = "round";
-    ctx.lineWidth = lineWidth;
-    for (const limb of pose.skeleton) {
-      const [a, b] = limb.pair;
-      if (!shown[a] || !shown[b]) continue;
-      ctx.strokeStyle = COLORS[sides[a] === sides[b] ? sides[a] : "center"];
-      ctx.beginPath();
-      ctx.moveTo(...at(joints[a]));
-      ctx.lineTo(...at(joints[b]));
-      ctx.stroke();
-    }
-    ctx.lineWidth = thin;
-    ctx.strokeStyle = "#fff";
-    joints.forEach((joint, j) => {
-      if (!shown[j]) return;
-      ctx.fillStyle = COLORS[sides[j]];
-      ctx.beginPath();
-      ctx.arc(...at(joint), radius, 0, 2 * Math.PI);
-      ctx.fill();
-      ctx.stroke();
-    });
-  });
-
-  ctx.textBaseline = "top";
-  for (const { p, box } of boxed) {
-    const [x, y] = [(box.left + 0.5) * kx, (box.top + 0.5) * ky];
-    const text = String(p + 1);
-    ctx.font = `${p === highlighted ? "bold " : ""}${fontSize}px system-ui, sans-serif`;
-    ctx.fillStyle = p === highlighted ? PICKED_LABEL : LABEL;
-    ctx.fillRect(x, y, ctx.measureText(text).width + 2 * pad, fontSize + 2 * pad);
-    ctx.fillStyle = BOX;
-    ctx.fillText(text, x + pad, y + pad);
-  }
+  if (!pose) return [];
+  const drawing = drawingOf(photo, pose, people, sides, visible, picked);
+  for (const mark of drawing) PAINT[mark.kind](ctx, mark);
+  return drawing;
 }
