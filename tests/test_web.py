@@ -1,6 +1,10 @@
 """The web page in a real browser: Debian's headless Chromium, driven by Playwright, against the
 local API (`python -m local.serve`, which also serves web/).
 
+What the canvas shows is checked on what the page says it drew (web/draw.js's marks, kept in
+window.__drawn) against the API's reply, in the colours draw.js exports; pixels are sampled only
+where a mark lies clear of every other, so antialiasing and font rendering never decide a test.
+
 Skipped only when /usr/bin/chromium is absent (`apt-get install chromium`; CI installs it).
 Playwright's own browser downloads are never used. Screenshots: out/web-screenshot.png (desktop),
 out/web-screenshot-phone.png (narrow) and out/web-people*.png (several people), kept as test artefacts.
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import re
 import socket
 import struct
@@ -173,6 +178,137 @@ def png_size(data: bytes) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
+# --- what the page drew: web/draw.js's marks, as web/app.js keeps them in window.__drawn --------
+
+def drawn(page) -> list[dict]:
+    """The marks drawn over the photo, in painting order, in canvas pixels (web/draw.js drawingOf)."""
+    return page.evaluate("() => window.__drawn")
+
+
+def palette(page) -> dict:
+    """web/draw.js's colours, read from the page's own module."""
+    return page.evaluate("""async () => {
+        const { COLORS, BOX, OUTLINE, LABEL, PICKED_LABEL } = await import("./draw.js");
+        return { sides: COLORS, box: BOX, outline: OUTLINE, label: LABEL, picked: PICKED_LABEL };
+    }""")
+
+
+def rgb(page, color: str) -> tuple[int, int, int]:
+    """A CSS colour as the canvas paints it."""
+    normal = page.evaluate("(color) => { const ctx = document.createElement('canvas').getContext('2d'); "
+                           "ctx.fillStyle = color; return ctx.fillStyle; }", color)
+    return tuple(bytes.fromhex(normal.removeprefix("#")))
+
+
+def people_of(reply: dict) -> list[dict]:
+    """The reply's people; an older reply's top-level joints are one person without a box."""
+    return reply["people"] if "people" in reply else [{"joints": reply["joints"], "box": None}]
+
+
+def assert_drew(page, reply: dict, sides: list[str], threshold: float, picked: int = 0) -> list[dict]:
+    """The canvas shows every person of `reply` at `threshold`, in web/draw.js's colours: a dot per
+    joint scoring at least it, where the reply places it; a line per limb whose two joints are shown;
+    boxes under the skeletons and numbers over them; with several people the `picked` one's box the
+    thickest and on top, its number bold on PICKED_LABEL. Returns the marks."""
+    marks, colors = drawn(page), palette(page)
+    width, height = canvas_size(page)
+    kx, ky = width / reply["image"]["width"], height / reply["image"]["height"]
+    at = lambda point: pytest.approx([(point["x"] + 0.5) * kx, (point["y"] + 0.5) * ky])  # noqa: E731
+    people = people_of(reply)
+    shown = [[j["score"] >= threshold for j in person["joints"]] for person in people]
+    of = lambda kind: [m for m in marks if m["kind"] == kind]  # noqa: E731
+    layers = [{"box": 0, "limb": 1, "joint": 1, "label": 2}[m["kind"]] for m in marks]
+    assert layers == sorted(layers), "boxes under the skeletons, numbers over them"
+
+    joints = {(m["person"], m["joint"]): m for m in of("joint")}
+    assert sorted(joints) == [(p, j) for p, seen in enumerate(shown) for j, v in enumerate(seen) if v]
+    for (p, j), mark in joints.items():
+        assert mark["center"] == at(people[p]["joints"][j]), mark
+        assert (mark["color"], mark["outline"]) == (colors["sides"][sides[j]], colors["outline"]), mark
+
+    limbs = {(m["person"], *m["joints"]): m for m in of("limb")}
+    pairs = [limb["pair"] for limb in reply["skeleton"]]
+    assert sorted(limbs) == sorted((p, a, b) for p, seen in enumerate(shown) for a, b in pairs if seen[a] and seen[b])
+    for (p, a, b), mark in limbs.items():
+        assert mark["from"] == at(people[p]["joints"][a]) and mark["to"] == at(people[p]["joints"][b]), mark
+        assert mark["color"] == colors["sides"][sides[a] if sides[a] == sides[b] else "center"], mark
+
+    highlighted = picked if len(people) > 1 else None
+    boxes, labels = of("box"), {m["person"]: m for m in of("label")}
+    assert sorted(m["person"] for m in boxes) == [p for p, person in enumerate(people) if person["box"]] == sorted(labels)
+    for mark in boxes:
+        p, box = mark["person"], people[mark["person"]]["box"]
+        assert [mark["x"], mark["y"], mark["width"], mark["height"]] == pytest.approx(
+            [(box["left"] + 0.5) * kx, (box["top"] + 0.5) * ky, box["width"] * kx, box["height"] * ky]), mark
+        assert mark["color"] == colors["box"]
+        label = labels[p]
+        assert (label["text"], label["x"], label["y"], label["color"]) == (str(p + 1), mark["x"], mark["y"], colors["box"])
+        assert label["background"] == colors["picked" if p == highlighted else "label"], label
+        assert ("bold" in label["font"]) == (p == highlighted), label
+    if highlighted is not None and people[highlighted]["box"]:
+        assert boxes[-1]["person"] == highlighted
+        assert all(m["lineWidth"] < boxes[-1]["lineWidth"] for m in boxes[:-1])
+    else:
+        assert len({m["lineWidth"] for m in boxes}) <= 1, "no box stands out"
+    return marks
+
+
+def joints_drawn(page) -> int:
+    return sum(m["kind"] == "joint" for m in drawn(page))
+
+
+def segment_distance(point, a, b) -> float:
+    (px, py), (ax, ay), (bx, by) = point, a, b
+    dx, dy = bx - ax, by - ay
+    t = max(0.0, min(1.0, ((px - ax) * dx + (py - ay) * dy) / (dx * dx + dy * dy))) if dx or dy else 0.0
+    return math.dist(point, (ax + t * dx, ay + t * dy))
+
+
+def comes_near(mark: dict, point, reach: float) -> bool:
+    """Whether `mark` paints anything within `reach` of `point` (a label's text is taken as at most
+    an em a character wide)."""
+    x, y = point
+    if mark["kind"] == "joint":
+        return math.dist(mark["center"], point) <= mark["radius"] + mark["lineWidth"] / 2 + reach
+    if mark["kind"] == "limb":
+        return segment_distance(point, mark["from"], mark["to"]) <= mark["lineWidth"] / 2 + reach
+    if mark["kind"] == "label":
+        width = len(mark["text"]) * mark["fontSize"] + 2 * mark["pad"]
+        height = mark["fontSize"] + 2 * mark["pad"]
+        return mark["x"] - reach <= x <= mark["x"] + width + reach and mark["y"] - reach <= y <= mark["y"] + height + reach
+    left, top, right, bottom = mark["x"], mark["y"], mark["x"] + mark["width"], mark["y"] + mark["height"]
+    outside = math.dist(point, (min(max(x, left), right), min(max(y, top), bottom)))
+    inside = min(x - left, right - x, y - top, bottom - y)
+    return (outside if outside > 0 else inside) <= mark["lineWidth"] / 2 + reach
+
+
+def assert_dots_painted(page, marks: list[dict]) -> None:
+    """The canvas holds the dots the page says it drew: sampled only at dots on the canvas that
+    nothing drawn later comes near, at the pixel under the centre, which lies wholly inside the dot's
+    fill (more than 1.5 px from its edge), so antialiasing never reaches it."""
+    reach = 2.5  # the sampled pixel is within 1.5 px of the centre, plus a pixel of antialiasing
+    width, height = canvas_size(page)
+    clear = [m for i, m in enumerate(marks) if m["kind"] == "joint"
+             and 0 <= m["center"][0] < width and 0 <= m["center"][1] < height
+             and not any(comes_near(later, m["center"], reach) for later in marks[i + 1:])]
+    assert clear, "every dot has another mark over it: nothing to sample"
+    for mark in clear:
+        assert mark["radius"] - mark["lineWidth"] / 2 > 1.5, mark
+        got, want = pixel(page, *mark["center"]), rgb(page, mark["color"])
+        assert all(abs(a - b) <= 4 for a, b in zip(got, want)), (mark, got, want)
+
+
+def assert_picked_label_painted(page, marks: list[dict]) -> None:
+    """The last mark is the picked person's number, on PICKED_LABEL: its pixel inside the label's
+    corner (clear of the text, which starts `pad` px in) is nearer that colour than any other of draw.js."""
+    label, colors = marks[-1], palette(page)
+    assert label["kind"] == "label" and label["background"] == colors["picked"], label
+    got = pixel(page, label["x"] + 1, label["y"] + 1)
+    candidates = [colors[name] for name in ("picked", "label", "box", "outline")] + list(colors["sides"].values())
+    nearest = min(candidates, key=lambda color: math.dist(got, rgb(page, color)))
+    assert nearest == colors["picked"], (label, got)
+
+
 # --- the happy path -------------------------------------------------------------------------
 
 def test_photo_to_pose_on_a_desktop(server, browser):
@@ -208,6 +344,8 @@ def test_photo_to_pose_on_a_desktop(server, browser):
         assert page.locator("#people li").count() == len(reply["people"]) >= 1
         assert page.get_attribute("#people li:first-child button", "aria-pressed") == "true"
         assert_table_shows(page, reply["people"][0]["joints"], health["model"]["threshold"])
+        sides = health["model"]["sides"]
+        assert_dots_painted(page, assert_drew(page, reply, sides, health["model"]["threshold"]))
 
         # the slider redraws without a request: keyboard Home = 0 (all visible), End = 1
         requests = []
@@ -220,12 +358,17 @@ def test_photo_to_pose_on_a_desktop(server, browser):
         assert page.input_value("#threshold") == "0"
         assert visible_count(page) == len(joints)
         assert page.locator("#joints tbody tr[data-visible=true]").count() == len(joints)
+        assert_drew(page, reply, sides, 0.0)
+        all_drawn = joints_drawn(page)
         page.keyboard.press("End")
         assert page.input_value("#threshold") == "1"
         assert visible_count(page) == expected(1.0) < len(joints)
+        assert_drew(page, reply, sides, 1.0)
+        assert joints_drawn(page) < all_drawn
         assert page.evaluate("() => document.getElementById('canvas').toDataURL()") != drawing_at_default
         page.fill("#threshold", str(health["model"]["threshold"]))
         assert visible_count(page) == at_default
+        assert_drew(page, reply, sides, health["model"]["threshold"])
         assert page.inner_text("#threshold-value") == f"{health['model']['threshold']:.2f}"
         assert requests == [], "moving the slider sent a request"
 
@@ -247,15 +390,6 @@ def test_photo_to_pose_on_a_desktop(server, browser):
         page.mouse.move(0, 0)
         page.screenshot(path=str(OUT / "web-screenshot.png"), full_page=True)
         assert page.problems == []
-
-
-JOINT_COLORS = [(0, 200, 255), (255, 80, 40), (255, 220, 0)]  # web/draw.js COLORS
-PICKED_LABEL = (31, 95, 191)  # web/draw.js PICKED_LABEL
-
-
-def near(rgb, colors, tolerance=40) -> bool:
-    """Within `tolerance` per channel of one of `colors` (another limb's antialiased edge may cross a dot)."""
-    return any(all(abs(a - b) <= tolerance for a, b in zip(rgb, c)) for c in colors)
 
 
 def test_every_person_drawn_and_picked_on_the_photo(server, browser):
@@ -286,15 +420,13 @@ def test_every_person_drawn_and_picked_on_the_photo(server, browser):
         assert page.inner_text("#people-count") == f"{len(people)} people"
         assert page.inner_text("#picked-number") == "1"
         assert_table_shows(page, people[0]["joints"], t)
+        sides = health["model"]["sides"]
+        assert_picked_label_painted(page, assert_drew(page, reply, sides, t, picked=0))  # person 1 at first
 
         # a click on person 2's body (a point whose smallest box is theirs) shows their joints
-        width, _ = canvas_size(page)
-        k = width / reply["image"]["width"]
         candidates = sorted(people[1]["joints"], key=lambda j: -j["score"])
         point = next(((j["x"], j["y"]) for j in candidates if smallest_box_at(people, j["x"], j["y"]) == 1), None)
         assert point, "no joint of person 2 lies in a box of theirs smaller than the others"
-        label = lambda i: ((people[i]["box"]["left"] + 0.5) * k + 1, (people[i]["box"]["top"] + 0.5) * k + 1)  # noqa: E731
-        assert near(pixel(page, *label(0)), [PICKED_LABEL])  # person 1 is picked at first
         requests = []
         page.on("request", lambda r: "/pose" in r.url and requests.append(r.url))
         click_photo(page, reply, *point)
@@ -302,33 +434,33 @@ def test_every_person_drawn_and_picked_on_the_photo(server, browser):
         assert_table_shows(page, people[1]["joints"], t)
         assert page.get_attribute("#people li:nth-child(2) button", "aria-pressed") == "true"
         assert page.get_attribute("#people li:nth-child(1) button", "aria-pressed") == "false"
-        assert near(pixel(page, *label(1)), [PICKED_LABEL])  # their box is the highlighted one
-        assert not near(pixel(page, *label(0)), [PICKED_LABEL])
+        assert_picked_label_painted(page, assert_drew(page, reply, sides, t, picked=1))  # theirs is highlighted
         assert "around person 2" in page.inner_text("#model-facts") or people[1]["region"] is None
         OUT.mkdir(exist_ok=True)
         page.mouse.move(0, 0)
         page.screenshot(path=str(OUT / "web-people.png"), full_page=True)
 
-        # the slider redraws every person: at 0 each one's best joint is a dot, at 1 none is
-        best = [max(p["joints"], key=lambda j: j["score"]) for p in people]
-        dots = [((j["x"] + 0.5) * k, (j["y"] + 0.5) * k) for j in best]
+        # the slider redraws every person: at 0 every joint is a dot, at 1 only those scoring 1
         page.focus("#threshold")
         page.keyboard.press("Home")
         assert listed_visible(page) == [len(p["joints"]) for p in people]
-        assert all(near(pixel(page, *d), JOINT_COLORS) for d in dots), [pixel(page, *d) for d in dots]
+        assert_dots_painted(page, assert_drew(page, reply, sides, 0.0, picked=1))
+        assert joints_drawn(page) == sum(len(p["joints"]) for p in people)
         page.screenshot(path=str(OUT / "web-people-threshold-0.png"))
         page.keyboard.press("End")
         assert listed_visible(page) == [sum(j["score"] >= 1 for j in p["joints"]) for p in people]
-        assert not any(near(pixel(page, *d), JOINT_COLORS) for d in dots)
+        assert_drew(page, reply, sides, 1.0, picked=1)
         assert_table_shows(page, people[1]["joints"], 1.0)  # still person 2's joints
         page.fill("#threshold", "0.3")
         assert listed_visible(page) == [sum(j["score"] >= 0.3 for j in p["joints"]) for p in people]
+        assert_drew(page, reply, sides, 0.3, picked=1)
         assert_table_shows(page, people[1]["joints"], 0.3)
 
         # the list picks too; a click outside every box keeps the pick
         page.click(f"#people li:nth-child({len(people)}) button")
         assert page.inner_text("#picked-number") == str(len(people))
         assert_table_shows(page, people[-1]["joints"], 0.3)
+        assert_picked_label_painted(page, assert_drew(page, reply, sides, 0.3, picked=len(people) - 1))
         outside = next(((x, y) for x in (0, reply["image"]["width"] - 1) for y in (0, reply["image"]["height"] - 1)
                         if smallest_box_at(people, x, y) == -1), None)
         if outside:
@@ -362,11 +494,13 @@ def test_an_older_one_person_reply_without_people_still_shows(server, browser):
         assert "score –" in page.inner_text("#people li")
         assert page.inner_text("#people-count") == "1 person"
         assert_table_shows(page, reply["joints"], t)
+        assert_drew(page, reply, health["model"]["sides"], t)
         assert "Detector" not in page.inner_text("#model-facts")
         click_photo(page, reply, reply["image"]["width"] / 2, reply["image"]["height"] / 2)  # no box: nothing to pick
         page.focus("#threshold")
         page.keyboard.press("Home")
         assert listed_visible(page) == [len(reply["joints"])] and visible_count(page) == len(reply["joints"])
+        assert_drew(page, reply, health["model"]["sides"], 0.0)
         with page.expect_download() as download:
             page.click("#download-json")
         saved = json.loads(Path(download.value.path()).read_text())
@@ -529,7 +663,7 @@ def test_api_errors_are_explained(server, browser, status, body, kind, words):
         error = page.locator("#error")
         assert error.get_attribute("data-kind") == kind
         assert words in error.inner_text()
-        assert page.is_visible("#canvas")  # the photo stays, without a skeleton
+        assert page.is_visible("#canvas") and drawn(page) == []  # the photo stays, without a skeleton
 
 
 API_KEY = "local-test-key-0123456789"
