@@ -22,7 +22,7 @@ from pose.decode import decode, yolo_pose_candidates
 from pose.errors import ModelError
 from pose.image import prepare
 from pose.model import PoseModel
-from pose.pipeline import estimate_people
+from pose.pipeline import estimate_people, uses_detector
 
 JOINTS = ["nose", "l_eye", "r_eye"]
 WIDTH, HEIGHT = 64, 48  # the synthetic model's input
@@ -192,3 +192,65 @@ def test_the_handler_serves_a_yolo_pose_model_with_the_same_reply(tmp_path):
     assert first["keypoints"][:3] == [17.5, 11.5, 2] and first["joints"][0]["score"] == pytest.approx(0.8)
     assert first["box"] == {"left": 14.5, "top": 9.5, "width": 10.0, "height": 20.0} and first["region"] is None
     assert reply["model"]["name"] == "yolo-pose-synthetic" and reply["threshold"] == 0.5
+
+
+def ultralytics_export(path: Path, joints: int = 17, side: int = 64, task: str = "pose") -> Path:
+    """A graph shaped as `yolo export format=onnx` writes one, with its metadata: one candidate, its joints
+    along a diagonal."""
+    row = [32, 32, 20, 40, 0.9] + [v for j in range(joints) for v in (10 + 2 * j, 12 + 2 * j, 0.8)]
+    out = layout([row])
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["output0"], value=numpy_helper.from_array(out))], "main_graph",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, side, side])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, list(out.shape))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    for key, value in {"task": task, "imgsz": f"[{side}, {side}]", "kpt_shape": f"[{joints}, 3]"}.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+    return path
+
+
+def test_an_ultralytics_export_gets_a_card_the_service_serves(tmp_path):
+    from build import card_yolo_pose
+
+    src = ultralytics_export(tmp_path / "export.onnx")
+    assert card_yolo_pose.main([str(src), "--out", str(tmp_path / "served.onnx"), "--license", "MIT"]) == 0
+    served = PoseModel(tmp_path / "served.onnx", threads=1)
+    assert (served.card.output.kind, served.card.input.pad, served.card.output.score_threshold) == ("yolo_pose", 114, 0.25)
+    assert served.card.joints[0] == "nose" and len(served.card.joints) == 17 and not served.card.output.person_detector
+    people = estimate_people(np.zeros((64, 64, 3), np.uint8), served, None).people
+    assert len(people) == 1 and people[0].points[16] == pytest.approx([41.5, 43.5])
+
+
+@pytest.mark.parametrize("export,message", [
+    ({"joints": 5}, "5 joints"),
+    ({"task": "detect"}, "not an Ultralytics pose export"),
+])
+def test_an_export_the_card_tool_cannot_describe_is_refused(tmp_path, capsys, export, message):
+    from build import card_yolo_pose
+
+    src = ultralytics_export(tmp_path / "export.onnx", **export)
+    assert card_yolo_pose.main([str(src), "--out", str(tmp_path / "served.onnx")]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "served.onnx").exists()
+
+
+def test_the_measurement_skips_clearly_without_the_export(tmp_path, capsys):
+    from build import measure_yolo_pose
+
+    assert measure_yolo_pose.main([str(tmp_path / "absent.onnx")]) == 0
+    assert capsys.readouterr().out.startswith("skipped: no YOLO-pose export at")
+
+
+def test_the_measured_copy_scores_people_from_the_asked_threshold(tmp_path):
+    from build import measure_yolo_pose
+
+    copy = measure_yolo_pose.served_copy(ultralytics_export(tmp_path / "export.onnx"), 0.001, tmp_path / "copy.onnx")
+    assert PoseModel(copy, threads=1).card.output.score_threshold == 0.001
+
+
+def test_only_a_yolo_pose_card_can_do_without_the_detector():
+    assert not uses_detector(card()) and uses_detector(card(person_detector=True))
+    heatmaps = card_dict()
+    heatmaps["output"] = {"kind": "heatmaps", "name": "output0", "layout": "NCHW"}
+    assert uses_detector(model_card.parse(json.dumps(heatmaps)))

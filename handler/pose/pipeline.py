@@ -37,7 +37,7 @@ from typing import Protocol
 import numpy as np
 
 from . import calibrate, detect
-from .card import ScoreMaps
+from .card import Card, ScoreMaps
 from .decode import yolo_pose_candidates
 from .image import prepare
 from .model import Estimate, PoseModel
@@ -78,7 +78,7 @@ class Detector(Protocol):
 def estimate_people(rgb: np.ndarray, pose: PoseModel, detector: Detector | None,
                     max_people: int = MAX_PEOPLE) -> People:
     """(H, W, 3) uint8 RGB photo -> at most `max_people` people, main person first, with stage timings."""
-    if pose.card.output.kind == "yolo_pose" and (detector is None or not pose.card.output.person_detector):
+    if pose.card.output.kind == "yolo_pose" and (detector is None or not uses_detector(pose.card)):
         return own_people(rgb, pose, max_people)
     t0 = time.perf_counter()
     found = detector(rgb) if detector is not None else None
@@ -107,6 +107,12 @@ def estimate_people(rgb: np.ndarray, pose: PoseModel, detector: Detector | None,
     else:
         people.sort(key=lambda p: -p.score * _area(p.box))  # the most prominent first
     return People(probabilities(people[:max_people], pose.card.score_maps, rgb), timings)
+
+
+def uses_detector(card: Card) -> bool:
+    """Whether the person detector finds the people this model looks at: for every output kind but
+    ``yolo_pose``, whose card says (``output.person_detector``); a model that finds them itself needs none."""
+    return card.output.kind != "yolo_pose" or card.output.person_detector
 
 
 def own_people(rgb: np.ndarray, pose: PoseModel, max_people: int = MAX_PEOPLE) -> People:
