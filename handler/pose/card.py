@@ -19,9 +19,12 @@ Card fields (JSON)::
         "scaling": {"kind": "raw"}                                   # 0..255 as is
                  | {"kind": "range", "range": [-1.0, 1.0]}           # 0..255 -> [lo, hi]
                  | {"kind": "mean_std", "mean": [r, g, b], "std": [r, g, b]}  # on 0..1 values
+        "pad": 114                        # optional: the letterbox's fill, 0..255 (default 0, black)
       },
       "output": {"kind": "heatmaps", "name": "...", "layout": "NCHW" | "NHWC"}
-              | {"kind": "keypoints", "name": "...", "encoding": "yx_score_normalized"},
+              | {"kind": "keypoints", "name": "...", "encoding": "yx_score_normalized"}
+              | {"kind": "yolo_pose", "name": "...",         # a single-stage YOLO-pose export (below)
+                 "score_threshold": 0.25, "nms_iou": 0.7, "person_detector": false},
       "joints": ["nose", ...],            # output order
       "sides": ["center" | "left" | "right", ...],   # one per joint, for colours
       "skeleton": [[i, j], ...],          # limbs as joint index pairs
@@ -52,6 +55,13 @@ exported by mmdeploy), has the output kind ``dets``::
                  "class": 0 | null,              # the rows kept are those labelled so; null: all (one class)
                  "class_name": "person"}
 
+``yolo_pose`` is the raw output of an Ultralytics YOLOv8/YOLO11-pose ONNX export, [1, 4 + 1 + 3K, N]: per
+candidate cx, cy, w, h (input pixels), the person score, then K x (x, y, visibility score), no NMS.
+``score_threshold`` is the least person score of a candidate and ``nms_iou`` the IoU above which the
+lower-scored of two boxes is dropped. ``person_detector`` says how the service finds people: false (the
+default), the model's own candidates are the people and no detector runs; true, with a detector the
+model runs on each person's crop as the other kinds do (its best candidate there is that person).
+
 ``parse`` reads a pose model's card and ``parse_detector`` a detector's; each refuses the other kind.
 
 The scaling and colour fields are the channel order the weights were trained with (``color``
@@ -77,7 +87,7 @@ COLORS = ("RGB", "BGR")
 SIDES = ("center", "left", "right")
 SCALINGS = ("raw", "range", "mean_std")
 KEYPOINT_ENCODINGS = ("yx_score_normalized",)
-POSE_OUTPUTS = ("heatmaps", "keypoints")
+POSE_OUTPUTS = ("heatmaps", "keypoints", "yolo_pose")
 DETECTOR_OUTPUTS = ("boxes_gfl", "dets")
 
 
@@ -90,14 +100,18 @@ class InputSpec:
     dtype: str
     color: str
     scaling: Mapping[str, Any]
+    pad: int = 0  # the letterbox's fill value, 0..255
 
 
 @dataclass(frozen=True)
 class OutputSpec:
-    kind: str  # "heatmaps" or "keypoints"
+    kind: str  # one of POSE_OUTPUTS
     name: str
     layout: str | None = None  # heatmaps only
     encoding: str | None = None  # keypoints only
+    score_threshold: float | None = None  # yolo_pose only: least person score of a candidate
+    nms_iou: float | None = None  # yolo_pose only: IoU above which the lower-scored candidate is dropped
+    person_detector: bool = False  # yolo_pose only: crops from the service's detector (true) or own candidates
 
 
 class _Described:
@@ -278,8 +292,8 @@ def _kind(d: dict) -> Any:
     return d["output"].get("kind") if isinstance(d.get("output"), dict) else None
 
 
-def _fraction(d: dict, key: str) -> float:
-    _require(_is_number(d.get(key), 0.0, 1.0), f"{key} must be a number in [0, 1]")
+def _fraction(d: dict, key: str, where: str = "") -> float:
+    _require(_is_number(d.get(key), 0.0, 1.0), f"{where}{key} must be a number in [0, 1]")
     return float(d[key])
 
 
@@ -298,8 +312,9 @@ def _common(d: dict) -> InputSpec:
     _require(i.get("layout") in LAYOUTS, f"input.layout must be one of {LAYOUTS}")
     _require(i.get("dtype") in DTYPES, f"input.dtype must be one of {DTYPES}")
     _require(i.get("color") in COLORS, f"input.color must be one of {COLORS}")
+    _require(_is_int(i.get("pad", 0), 0, 255), "input.pad must be an integer in [0, 255]")
     return InputSpec(i["name"], i["height"], i["width"], i["layout"], i["dtype"], i["color"],
-                     _scaling(i.get("scaling"), i["dtype"]))
+                     _scaling(i.get("scaling"), i["dtype"]), i.get("pad", 0))
 
 
 def parse(text: str | None) -> Card:
@@ -310,15 +325,18 @@ def parse(text: str | None) -> Card:
     inp = _common(d)
 
     o = d.get("output")
-    _require(isinstance(o, dict) and o.get("kind") in POSE_OUTPUTS,
-             "output.kind must be 'heatmaps' or 'keypoints'")
+    _require(isinstance(o, dict) and o.get("kind") in POSE_OUTPUTS, f"output.kind must be one of {POSE_OUTPUTS}")
     _require(_is_name(o.get("name")), f"output.name must be a string of 1 to {MAX_NAME_CHARS} characters")
     if o["kind"] == "heatmaps":
         _require(o.get("layout") in LAYOUTS, f"output.layout must be one of {LAYOUTS}")
         out = OutputSpec("heatmaps", o["name"], layout=o["layout"])
-    else:
+    elif o["kind"] == "keypoints":
         _require(o.get("encoding") in KEYPOINT_ENCODINGS, f"output.encoding must be one of {KEYPOINT_ENCODINGS}")
         out = OutputSpec("keypoints", o["name"], encoding=o["encoding"])
+    else:
+        out = OutputSpec("yolo_pose", o["name"], score_threshold=_fraction(o, "score_threshold", "output."),
+                         nms_iou=_fraction(o, "nms_iou", "output."),
+                         person_detector=_flag(o, "person_detector", False, "output."))
 
     joints = d.get("joints")
     _require(isinstance(joints, list) and 0 < len(joints) <= MAX_JOINTS and all(_is_name(j) for j in joints),
@@ -341,9 +359,9 @@ def parse(text: str | None) -> Card:
     )
 
 
-def _flag(d: dict, key: str, default: bool) -> bool:
+def _flag(d: dict, key: str, default: bool, where: str = "") -> bool:
     value = d.get(key, default)
-    _require(type(value) is bool, f"{key} must be true or false")
+    _require(type(value) is bool, f"{where}{key} must be true or false")
     return value
 
 

@@ -3,10 +3,15 @@
 One table, ``DECODERS``, maps the card's output kind to its decoder. Every decoder takes the
 batched output of one ``session.run`` (one row per person crop) and returns points ``(P, K, 2)``
 and scores ``(P, K)``; an output that does not fit the card is refused, never reshaped into it.
+
+A single-stage model (``yolo_pose``) gives many candidates per input: its decoder answers with the
+best-scored one (the person of a crop), and ``yolo_pose_candidates`` gives them all, with their boxes
+and person scores, for the pipeline to keep the people of a whole photo (threshold, NMS).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -49,9 +54,42 @@ def decode_keypoints(card: Card, output: np.ndarray) -> tuple[np.ndarray, np.nda
     return points, rows[..., 2]
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """Every candidate person of each of P inputs, in input pixels with pixel centres on integers."""
+    points: np.ndarray  # (P, N, K, 2) x, y
+    scores: np.ndarray  # (P, N, K) joint (visibility) scores
+    boxes: np.ndarray  # (P, N, 4) left, top, right, bottom
+    person: np.ndarray  # (P, N) person scores
+
+
+def yolo_pose_candidates(card: Card, output: np.ndarray) -> Candidates:
+    """An Ultralytics YOLO-pose export's raw output, (P, 4 + 1 + 3K, N): per candidate cx, cy, w, h, the
+    person score, then K x (x, y, score), positions in input pixels whose edges are integers (half a pixel
+    more than ours) -> every candidate, unfiltered."""
+    k = len(card.joints)
+    if output.ndim != 3 or output.shape[1] != 5 + 3 * k or output.shape[2] == 0:
+        raise ModelError(f"invalid model card: the yolo_pose output of shape {output.shape} is not "
+                         f"(batch, 4 + 1 + 3 x {k} joints = {5 + 3 * k}, candidates)")
+    rows = np.moveaxis(output, 1, 2).astype(np.float64)  # (P, N, 5 + 3K)
+    centre, size = rows[..., 0:2], rows[..., 2:4]
+    boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=-1) - 0.5
+    joints = rows[..., 5:].reshape(*rows.shape[:2], k, 3)
+    return Candidates(joints[..., :2] - 0.5, joints[..., 2], boxes, rows[..., 4])
+
+
+def decode_yolo_pose(card: Card, output: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """"yolo_pose": the best-scored candidate of each input (a crop holds one person)."""
+    c = yolo_pose_candidates(card, output)
+    best = np.nan_to_num(c.person, nan=-np.inf).argmax(axis=1)
+    rows = np.arange(len(best))
+    return c.points[rows, best], c.scores[rows, best]
+
+
 DECODERS: dict[str, Callable[[Card, np.ndarray], tuple[np.ndarray, np.ndarray]]] = {
     "heatmaps": decode_heatmaps,
     "keypoints": decode_keypoints,
+    "yolo_pose": decode_yolo_pose,
 }
 
 

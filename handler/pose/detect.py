@@ -55,7 +55,7 @@ def transform_for(width: int, height: int, spec: InputSpec, resize: str = "lette
 def prepare(rgb: np.ndarray, spec: InputSpec, resize: str = "letterbox") -> tuple[np.ndarray, Letterbox]:
     """(H, W, 3) uint8 RGB photo -> the detector's input tensor (batch of 1) and the transform used."""
     box = transform_for(rgb.shape[1], rgb.shape[0], spec, resize)
-    return to_tensor(box.apply(rgb, spec.width, spec.height), spec), box
+    return to_tensor(box.apply(rgb, spec.width, spec.height, pad=spec.pad), spec), box
 
 
 def softmax_expectation(logits: np.ndarray) -> np.ndarray:

@@ -291,15 +291,17 @@ class Letterbox:
         p = np.asarray(points, dtype=np.float64)
         return np.stack([(p[:, 0] - self.pad_x + 0.5) / sx - 0.5, (p[:, 1] - self.pad_y + 0.5) / sy - 0.5], axis=1)
 
-    def apply(self, photo: Image.Image | np.ndarray, in_w: int, in_h: int, left: int = 0, top: int = 0) -> np.ndarray:
+    def apply(self, photo: Image.Image | np.ndarray, in_w: int, in_h: int, left: int = 0, top: int = 0,
+              pad: int = 0) -> np.ndarray:
         """The (in_h, in_w, 3) uint8 canvas: the box of width x height photo pixels from (left, top), resized,
-        on black. The box may reach past the photo: only the part inside it is read and resized, so the cost
-        follows the photo's pixels, never the box's (a canvas pixel the photo covers only in part stays black)."""
+        on a background of value `pad` (0: black). The box may reach past the photo: only the part inside it
+        is read and resized, so the cost follows the photo's pixels, never the box's (a canvas pixel the
+        photo covers only in part stays background)."""
         if not isinstance(photo, Image.Image):
             photo = Image.fromarray(photo)
         x0, x1 = _inside(left, self.width, self.new_w, photo.width)
         y0, y1 = _inside(top, self.height, self.new_h, photo.height)
-        canvas = np.zeros((in_h, in_w, 3), dtype=np.uint8)
+        canvas = np.full((in_h, in_w, 3), pad, dtype=np.uint8)
         if x1 > x0 and y1 > y0:
             sx, sy = self.scale
             box = (max(0.0, left + x0 / sx), max(0.0, top + y0 / sy),
@@ -324,7 +326,7 @@ def prepare(photo: Image.Image | np.ndarray, spec: InputSpec,
         height, width = (photo.height, photo.width) if isinstance(photo, Image.Image) else photo.shape[:2]
         region = Region(0, 0, width, height)
     box = Letterbox.fit(region.width, region.height, spec.width, spec.height)
-    return to_tensor(box.apply(photo, spec.width, spec.height, region.left, region.top), spec), box
+    return to_tensor(box.apply(photo, spec.width, spec.height, region.left, region.top, spec.pad), spec), box
 
 
 def to_tensor(canvas: np.ndarray, spec: InputSpec) -> np.ndarray:

@@ -22,6 +22,10 @@ figures).
 
 When the detector finds nobody (or there is no detector), the pose model looks at the whole photo,
 with its closer look (model.py), so a photo of one person never answers with nobody.
+
+A single-stage model (card output kind ``yolo_pose``) finds the people itself: unless its card asks for
+the detector's crops and there is a detector, one run on the letterboxed photo gives its candidates, and
+``own_people`` keeps those above the card's score threshold, after NMS, best score first.
 """
 
 from __future__ import annotations
@@ -32,8 +36,10 @@ from typing import Protocol
 
 import numpy as np
 
-from . import calibrate
-from .card import ScoreMaps
+from . import calibrate, detect
+from .card import Card, ScoreMaps
+from .decode import yolo_pose_candidates
+from .image import prepare
 from .model import Estimate, PoseModel
 from .region import MIN_JOINTS, MIN_SCORE, Region, in_photo
 
@@ -72,6 +78,8 @@ class Detector(Protocol):
 def estimate_people(rgb: np.ndarray, pose: PoseModel, detector: Detector | None,
                     max_people: int = MAX_PEOPLE) -> People:
     """(H, W, 3) uint8 RGB photo -> at most `max_people` people, main person first, with stage timings."""
+    if pose.card.output.kind == "yolo_pose" and (detector is None or not uses_detector(pose.card)):
+        return own_people(rgb, pose, max_people)
     t0 = time.perf_counter()
     found = detector(rgb) if detector is not None else None
     detect_ms = (time.perf_counter() - t0) * 1e3
@@ -99,6 +107,37 @@ def estimate_people(rgb: np.ndarray, pose: PoseModel, detector: Detector | None,
     else:
         people.sort(key=lambda p: -p.score * _area(p.box))  # the most prominent first
     return People(probabilities(people[:max_people], pose.card.score_maps, rgb), timings)
+
+
+def uses_detector(card: Card) -> bool:
+    """Whether the person detector finds the people this model looks at: for every output kind but
+    ``yolo_pose``, whose card says (``output.person_detector``); a model that finds them itself needs none."""
+    return card.output.kind != "yolo_pose" or card.output.person_detector
+
+
+def own_people(rgb: np.ndarray, pose: PoseModel, max_people: int = MAX_PEOPLE) -> People:
+    """A single-stage model's own people in the whole photo: one run on the letterboxed photo -> its
+    candidates scoring at least the card's score_threshold (the best detect.MAX_CANDIDATES) -> NMS at the
+    card's nms_iou -> at most `max_people`, best score first, in photo pixels (the letterbox inverse)."""
+    spec, out = pose.card.input, pose.card.output
+    t0 = time.perf_counter()
+    tensor, letterbox = prepare(rgb, spec)
+    t1 = time.perf_counter()
+    output = pose.run(tensor)
+    t2 = time.perf_counter()
+    c = yolo_pose_candidates(pose.card, output)
+    points, scores, boxes, person = c.points[0], c.scores[0], c.boxes[0], c.person[0]
+    finite = np.isfinite(points).all(axis=(1, 2)) & np.isfinite(scores).all(axis=1) & np.isfinite(boxes).all(axis=1)
+    sure = np.flatnonzero(finite & (person >= out.score_threshold))
+    best = sure[np.argsort(-person[sure], kind="stable")[:detect.MAX_CANDIDATES]]
+    kept = best[detect.nms(boxes[best], person[best], out.nms_iou, max_people)]
+    photo_boxes = detect.to_photo(boxes[kept], letterbox)
+    people = [Person(letterbox.inverse(points[i]), scores[i], float(person[i]), tuple(map(float, b)), None)
+              for i, b in zip(kept, photo_boxes)]
+    t3 = time.perf_counter()
+    timings = {"detect": 0.0, "preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3,
+               "postprocess": (t3 - t2) * 1e3}
+    return People(probabilities(people, pose.card.score_maps, rgb), timings)
 
 
 def probabilities(people: list[Person], maps: ScoreMaps | None, rgb: np.ndarray) -> list[Person]:
