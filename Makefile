@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 3000
-MODEL ?= pp-tinypose-256x192
+# The default pose model of models/models.json (local/catalog.py needs only the standard library).
+MODEL ?= $(shell $(PYTHON) local/catalog.py default pose)
 STACK ?= pose-estimation
 SB_ARCH ?= resnet50
 SB_DATASET ?= mpii
