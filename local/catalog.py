@@ -54,10 +54,13 @@ class Model:
 
 
 def read(path: Path) -> tuple[dict[str, str], dict[str, Model]]:
-    """A models.json checked: (the defaults by role, the entries by name in the file's order). ValueError
-    listing what is wrong: an unknown role, sha256 not of exactly the entry's files, a name twice, a default
-    that is not a served model of its role."""
-    data = json.loads(path.read_text())
+    """A models.json checked: (the defaults by role, the entries by name in the file's order)."""
+    return parse(json.loads(path.read_text()), str(path))
+
+
+def parse(data: dict, where: str = "models.json") -> tuple[dict[str, str], dict[str, Model]]:
+    """The list checked: ValueError listing what is wrong (an unknown role, sha256 not of exactly the entry's
+    files, a name twice, a default that is not a served model of its role)."""
     entries = [Model(**entry) for entry in data["models"]]
     by_name = {m.name: m for m in entries}
     problems = [f"{m.name}: role {m.role!r} is not one of {ROLES}" for m in entries if m.role not in ROLES]
@@ -69,8 +72,23 @@ def read(path: Path) -> tuple[dict[str, str], dict[str, Model]]:
         if name not in by_name or by_name[name].role != role or not by_name[name].in_layer:
             problems.append(f"default {role} {name!r} is not a {role} the model layer serves")
     if problems:
-        raise ValueError(f"{path}: " + "; ".join(problems))
+        raise ValueError(f"{where}: " + "; ".join(problems))
     return data["default"], by_name
+
+
+def dumps(data: dict) -> str:
+    """models.json's text: two-space indents, one key a line, so that a tool's write and a person's edit of
+    one entry give the same small diff (tests/test_models_catalog.py keeps the file in this form)."""
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def add(entry: dict, path: Path = CATALOG) -> None:
+    """Append one model to the list at `path`, after checking the list with it (nothing is written if not)."""
+    data = json.loads(path.read_text())
+    data["models"].append(entry)
+    parse(data, f"{path} with {entry.get('name')!r} added")
+    path.write_text(dumps(data))
+    _load.cache_clear()
 
 
 @functools.cache

@@ -45,10 +45,14 @@ def test_models_md_documents_every_entry_and_its_files():
 
 
 @pytest.mark.parametrize("model", ENTRIES, ids=[m.name for m in ENTRIES])
-def test_every_recipe_names_a_build_tool_that_exists(model):
+def test_every_recipe_names_a_build_tool_that_exists_and_knows_the_model(model):
     words = model.recipe["build"].split()
     module = words[words.index("-m") + 1]
     assert module.startswith("build.") and (ROOT / (module.replace(".", "/") + ".py")).is_file(), module
+    if "--model" in words:  # a converter of several models: this one is among its choices
+        usage = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True,
+                               check=True).stdout
+        assert words[words.index("--model") + 1] in usage.split("--model", 1)[1].split("]")[0], usage
 
 
 def test_the_defaults_are_served_models_of_their_role():
@@ -88,3 +92,24 @@ def broken(tmp_path: Path, change) -> Path:
 def test_a_broken_list_is_refused_saying_what_is_wrong(tmp_path, change, problem):
     with pytest.raises(ValueError, match=problem):
         catalog.read(broken(tmp_path, change))
+
+
+def test_the_file_is_in_the_form_a_tool_writes_it():
+    text = catalog.CATALOG.read_text()
+    assert text == catalog.dumps(json.loads(text))
+
+
+def test_adding_an_entry_appends_it_and_a_broken_one_leaves_the_list_as_it_was(tmp_path):
+    path = tmp_path / "models.json"
+    path.write_text(catalog.CATALOG.read_text())
+    before = json.loads(path.read_text())
+    entry = {**before["models"][1], "name": "my-pose", "in_layer": False}
+    catalog.add(entry, path)
+    defaults, by_name = catalog.read(path)
+    assert list(by_name) == [m["name"] for m in before["models"]] + ["my-pose"] and defaults == before["default"]
+    written = path.read_text()
+    with pytest.raises(ValueError, match="'my-pose' added.*my-pose: listed twice"):
+        catalog.add(entry, path)
+    with pytest.raises(ValueError, match="role 'face'"):
+        catalog.add({**entry, "name": "face", "role": "face"}, path)
+    assert path.read_text() == written
