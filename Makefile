@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 3000
-MODEL ?= pp-tinypose-256x192
+# The default pose model of models/models.json (local/catalog.py needs only the standard library).
+MODEL ?= $(shell $(PYTHON) local/catalog.py default pose)
 STACK ?= pose-estimation
 SB_ARCH ?= resnet50
 SB_DATASET ?= mpii
@@ -90,7 +91,7 @@ deploy-web: $(VENV)/.installed
 
 # Rebuild the served INT8 models from the FP32 sources (calibration needs ../shared; ONLY=name, CHECK=1).
 model: $(VENV)/.installed
-	$(PY) build/make_models.py $(if $(ONLY),--only $(ONLY)) $(if $(CHECK),--check)
+	$(PY) -m build.make_models $(if $(ONLY),--only $(ONLY)) $(if $(CHECK),--check)
 
 # Simple Baselines from an official checkpoint (SB_CKPT=...pth.tar) or, without one, generated weights.
 export: $(VENV)/.installed
@@ -99,8 +100,8 @@ export: $(VENV)/.installed
 
 # Every model x variant: size, latency, cold start, memory, accuracy -> docs/report.md (QUICK=1: smoke test).
 report: $(VENV)/.installed
-	$(PY) build/report.py $(if $(QUICK),--quick)
-	$(PY) build/report_people.py $(if $(QUICK),--quick)
+	$(PY) -m build.report $(if $(QUICK),--quick)
+	$(PY) -m build.report_people $(if $(QUICK),--quick)
 
 # Simple Baselines variants side by side, the handler end to end per served model, and the batch: P crops in one
 # run vs P runs, and the served files at batch 1 against their fixed-batch versions in git history; the cold

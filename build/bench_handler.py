@@ -138,11 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(child(a.child, a.runs, a.warmup, a.threads)))
         return 0
     sys.path.insert(0, str(ROOT))
-    from local import function
+    from local import catalog
 
-    models = a.models or [m for m in function.served("MODELS").values() if m.is_file()]
+    models = a.models or [m.served_path for m in catalog.models("pose", in_layer=True) if m.served_path.is_file()]
     if not models:
-        print("error: none of the served models is there (layers/model/Makefile's MODELS)", file=sys.stderr)
+        print("error: none of the served pose models is there (models/models.json)", file=sys.stderr)
         return 2
     results = []
     for model in models:

@@ -1,13 +1,13 @@
-"""Rebuild the served INT8 models, models/int8/<name>.int8.onnx, from the FP32 models in models/.
+"""Rebuild the served INT8 models (models/int8/<name>.int8.onnx) from their FP32 sources, as models/models.json lists them.
 
     python build/make_models.py                 # every model (the pose models and the detector)
     python build/make_models.py --only movenet-thunder
     python build/make_models.py --check         # rebuild, then FP32 vs INT8: accuracy deltas, joints, latency
     python build/make_models.py --check-only    # only the check, on the INT8 files as they are
 
-The options per model are the dict ``RECIPES`` below (chosen with ``build/sensitivity.py``, whose
-header has the table of variants that chose them). Quantization itself is ``build/quantize.py``
-(static QDQ, U8S8, per-channel weights); this file only adds what quantize.py has no option for:
+The options per model are its ``recipe.quantize`` in models/models.json (``RECIPES`` below; chosen with
+``build/sensitivity.py``, whose header has the table of variants that chose them). Quantization itself is
+``build/quantize.py`` (static QDQ, U8S8, per-channel weights); this file only adds what quantize.py has no option for:
 
 - calibration on augmented variants of the photos (``augment``): each photo also as a horizontal flip,
   random square crops (person-sized to whole-photo-sized, zero padded at the border as the eval
@@ -15,7 +15,7 @@ header has the table of variants that chose them). Quantization itself is ``buil
   service's own code (``pose.image.prepare``, or ``pose.detect.prepare`` for the detector), seeded, so
   a rebuild gives the same ranges; quantize.py gets them through its ``reader`` parameter.
 
-A model that INT8 would spoil has no recipe: the layer serves its FP32 file (layers/model/Makefile).
+A model that INT8 would spoil has no recipe: the layer serves its FP32 file (models.json's ``served``).
 
 A pose model's file has a symbolic batch ``N`` with per-sample results (``build/batch_dim.py``, applied by
 quantize.py): the service runs every person crop of a photo in one batch. The detector keeps its batch of 1.
@@ -46,46 +46,19 @@ import photos  # noqa: E402
 import quantize  # noqa: E402
 from pose.model import sha256_of  # noqa: E402
 
+from local import catalog  # noqa: E402
+
 ROOT = BUILD.parent
 MODELS = ROOT / "models"
-INT8 = MODELS / "int8"
 
 # Calibration sources: names -> folders. "shared" holds only the photos cleared for the project, "eval"
 # the evaluation photos (calibrating on them biases the accuracy report; see RECIPES' notes).
 SOURCES = {"eval": photos.EVAL_IMAGES, "shared": photos.PROJECT_IMAGES}
 
-RECIPES: dict[str, dict] = {
-    "movenet-thunder": {
-        "sources": ["eval", "shared"],  # shared-only + augmentation missed by 1.05/1.5 OKS (see sensitivity.py)
-        "augment": None,
-        "fp32_prefix_convs": 4,
-        # FP32: the first 5 convs (stem to block_1 expand), the FPN (lateral/top-down convs, Resize, Add) and the
-        # four head branches; everything else (the MobileNetV2 backbone, ~90% of the MACs) INT8
-        "fp32_patterns": [r"kpt_(regress|offset|heatmap)_0/|center_0/",
-                          r"model_1/(conv2d|separable_conv2d|re_lu|tf\.__operators__)", r"^Resize"],
-        "config": {"preset": "u8s8", "method": "percentile", "percentile": 99.999, "ops": None,
-                   "exclude_nodes": [], "exclude_last_convs": 0},
-    },
-    "efficientpose": {
-        "sources": ["shared"],
-        "augment": {"crops": 24, "seed": 0},
-        "config": {"preset": "u8s8", "method": "minmax", "ops": None, "exclude_nodes": [], "exclude_last_convs": 0},
-    },
-    "nanodet": {
-        # not the 23 coco_multi.json photos its box AP is measured on (calibrating on them too: same AP)
-        "sources": ["eval", "shared"],
-        "exclude_photos": "cocomini-",
-        "augment": None,
-        # the first conv FP32 (it reads the normalised photo): person box AP 37.4 -> 40.1 (FP32 39.8);
-        # MinMax because Percentile/Entropy histograms fail on the -inf padding before the max pool
-        "fp32_prefix_convs": 0,
-        "config": {"preset": "u8s8", "method": "minmax", "ops": None, "exclude_nodes": [], "exclude_last_convs": 0},
-    },
-}
-# Not here: PP-TinyPose 256x192 and RTMDet-nano, served as their FP32 files (layers/model/Makefile), since
-# static INT8 collapses both (models/MODELS.md: TinyPose 45.0 -> 13.1 keypoint AP; RTMDet with NanoDet's
-# recipe 43.7 -> 17.9 box AP and no faster, Conv only 16.8, depthwise convs FP32 13.9, Percentile fails on
-# its variable-length NMS outputs).
+# The INT8 recipe of each model that has one, from models/models.json (its "recipe"."quantize"; its "why" says
+# how it was chosen). A model without one (PP-TinyPose, RTMDet-nano: static INT8 collapses both) is served as
+# its FP32 file; the entry's "why_fp32" says what INT8 cost.
+RECIPES: dict[str, dict] = {m.name: m.quantize for m in catalog.models() if m.quantize}
 
 
 # --- calibration inputs ----------------------------------------------------------------------------------
@@ -189,9 +162,9 @@ def fp32_nodes(src: Path, recipe: dict) -> list[str]:
 
 
 def build(name: str, recipe: dict, dst: Path | None = None, src: Path | None = None) -> dict:
-    """Quantize models/<name>.onnx with its recipe into dst (default models/int8/<name>.int8.onnx)."""
-    src = src or MODELS / f"{name}.onnx"
-    dst = dst or INT8 / f"{name}.int8.onnx"
+    """Quantize the model's FP32 source with its recipe into dst (default: the file it is served as)."""
+    src = src or catalog.get(name).source_path
+    dst = dst or catalog.get(name).served_path
     dst.parent.mkdir(parents=True, exist_ok=True)
     dirs = source_dirs(recipe["sources"])
     config = {**recipe["config"], "exclude_nodes": fp32_nodes(src, recipe)}
@@ -295,7 +268,7 @@ def check(names: list[str], runs: int = 30) -> int:
         print(f"--check: the eval set is absent ({evaluate.EVAL}); skipped")
         return 0
     for name in names:
-        fp32, int8 = MODELS / f"{name}.onnx", INT8 / f"{name}.int8.onnx"
+        fp32, int8 = catalog.get(name).source_path, catalog.get(name).served_path
         if cards.get_card(onnx.load(str(int8), load_external_data=False))["output"]["kind"] in cards.card_schema.DETECTOR_OUTPUTS:
             import evaluate_detector  # a person detector: box AP, not joints
 
@@ -322,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     names = a.only or list(RECIPES)
     if not a.check_only:
         for name in names:
-            dst = INT8 / f"{name}.int8.onnx"
+            dst = catalog.get(name).served_path
             try:
                 info = build(name, RECIPES[name])
             except FileNotFoundError as exc:

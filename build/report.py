@@ -7,9 +7,9 @@
 
 Models and variants:
 
-- MoveNet Thunder and EfficientPose II Lite: ``fp32`` (models/<name>.onnx), ``int8-dynamic`` (the seed's recipe,
-  ``quantize.py --mode dynamic``, built into out/report/), ``int8-static`` (the served file,
-  models/int8/<name>.int8.onnx);
+- each pose model models/models.json serves as INT8 (MoveNet Thunder, EfficientPose II Lite): ``fp32`` (its
+  source), ``int8-dynamic`` (the seed's recipe, ``quantize.py --mode dynamic``, built into out/report/),
+  ``int8-static`` (the served file, models/int8/<name>.int8.onnx);
 - Simple Baselines R50 MPII with random-init weights: ``fp32``, ``int8-dynamic``, ``int8-static``, as
   build/bench_models.py builds them into out/bench/. Random weights: no accuracy, only agreement with FP32.
 
@@ -63,14 +63,15 @@ from pose import card as card_schema  # noqa: E402
 from pose import image as pose_image  # noqa: E402
 from pose.model import PoseModel  # noqa: E402
 
+from local import catalog  # noqa: E402
+
 LATENCY_PHOTO = ROOT / "tests" / "data" / "pose.jpg"
 VARIANTS = ("fp32", "int8-dynamic", "int8-static")
 SB = "simple-baselines-r50-mpii"
-MODELS = {  # name -> title, FP32 source, served INT8 (None: built by bench_models), accuracy measurable
-    "movenet-thunder": {"title": "MoveNet Thunder", "accuracy": True},
-    "efficientpose": {"title": "EfficientPose II Lite", "accuracy": True},
-    SB: {"title": "Simple Baselines R50 MPII (random-init)", "accuracy": False},
-}
+# name -> title, accuracy measurable: the pose models of models/models.json served as INT8 (each with its FP32
+# source), and Simple Baselines (its files built by bench_models)
+MODELS = {**{m.name: {"title": m.title, "accuracy": True} for m in catalog.models("pose") if m.quantize},
+          SB: {"title": "Simple Baselines R50 MPII (random-init)", "accuracy": False}}
 PCK_OF_SET = {"mpii": "pckh@0.5", "coco": "pck@0.2"}  # the joint-by-joint criterion per label set
 CARD_KEY = card_schema.CARD_KEY
 
@@ -102,10 +103,10 @@ def read_card(path: Path) -> dict:
 
 
 def dynamic_variant(name: str, workdir: Path, rebuild: bool) -> Path:
-    """models/<name>.onnx through the seed's recipe into workdir, rebuilt when its FP32 source changed."""
+    """The FP32 source through the seed's recipe into workdir, rebuilt when that source changed."""
     import quantize
 
-    src, dst = ROOT / "models" / f"{name}.onnx", workdir / f"{name}.int8-dynamic.onnx"
+    src, dst = catalog.get(name).source_path, workdir / f"{name}.int8-dynamic.onnx"
     if dst.is_file() and not rebuild:
         try:
             if read_card(dst).get("calibration", {}).get("from_sha256") == sha256_of(src):
@@ -132,8 +133,7 @@ def resolve(models: list[str], variants: list[str], workdir: Path, overrides: di
         for v in variants:
             path = overrides.get(f"{name}:{v}")
             if path is None:
-                path = {"fp32": ROOT / "models" / f"{name}.onnx",
-                        "int8-static": ROOT / "models" / "int8" / f"{name}.int8.onnx"}.get(v)
+                path = {"fp32": catalog.get(name).source_path, "int8-static": catalog.get(name).served_path}.get(v)
             if path is None:
                 path = dynamic_variant(name, workdir, rebuild)
             if not Path(path).is_file():
@@ -486,7 +486,7 @@ def targets(r: dict) -> list[dict]:
         if "x_int8_dynamic" in lat1:
             add("... >= 8x faster than dynamic INT8 (1 thread)", f"x{lat1['x_int8_dynamic']:.2f}",
                 lat1["x_int8_dynamic"] >= 8)
-    for name in ("movenet-thunder", "efficientpose"):
+    for name in (m for m in MODELS if m != SB):
         st, fp = v.get(f"{name}:int8-static"), v.get(f"{name}:fp32")
         if not st or not fp:
             continue

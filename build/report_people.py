@@ -6,12 +6,11 @@ Side by side, through the service's own pipeline (pose/pipeline.py) on ../shared
 
 - every person: COCO keypoint AP / AP50 / AP75 / AR (pycocotools' COCOeval) on the 23 photos of
   coco_multi.json, for one person per photo (no detector: the whole photo with its closer look, the
-  service before the detector), the served default pipeline (local/function.py's defaults), MoveNet with
-  NanoDet (the default before) in INT8 and in FP32, and EfficientPose;
+  service before the detector), the served default pipeline (models/models.json's defaults), each other
+  served pose model with the default detector and alone, and the default pose model with each other detector;
 - one person: people[0] on the whole photos (scored against the labelled person it matches best)
   and on each labelled person's crop: OKS and PCK@0.2 (COCO), PCKh@0.5 (MPII), as build/evaluate.py;
-- the detectors alone: person box AP of NanoDet's FP32 and INT8 files and of RTMDet-nano's
-  (build/evaluate_detector.py);
+- the detectors alone: person box AP of each detector's FP32 and served files (build/evaluate_detector.py);
 - speed at 1 thread (build/bench_people.py): one person vs every person, batched vs a run per person.
 
 Needs ../shared beside the project; the machine may be shared: read the ratios.
@@ -36,20 +35,30 @@ import evaluate_detector  # noqa: E402
 from pose.detect import open_detector  # noqa: E402
 from pose.model import PoseModel  # noqa: E402
 
-from local import function  # noqa: E402
+from local import catalog  # noqa: E402
 
 MODELS = ROOT / "models"
-SERVED_POSE = function.model_path(function.DEFAULT_MODEL).relative_to(MODELS).as_posix()
-SERVED_DETECTOR = function.detector_path().relative_to(MODELS).as_posix()
-PIPELINES = {  # name -> (pose model file, detector file or None), files under models/
-    "one person (no detector)": (SERVED_POSE, None),
-    "every person (served)": (SERVED_POSE, SERVED_DETECTOR),
-    "MoveNet + NanoDet, INT8": ("int8/movenet-thunder.int8.onnx", "int8/nanodet.int8.onnx"),
-    "MoveNet + NanoDet, FP32": ("movenet-thunder.onnx", "nanodet.onnx"),
-    "EfficientPose INT8, one person": ("int8/efficientpose.int8.onnx", None),
-    "EfficientPose INT8, every person": ("int8/efficientpose.int8.onnx", SERVED_DETECTOR),
-}
-DETECTORS = ("nanodet.onnx", "int8/nanodet.int8.onnx", "rtmdet-nano.onnx")  # box AP, files under models/
+
+
+def pipelines() -> dict[str, tuple[str, str | None]]:
+    """name -> (pose model file, detector file or None), files under models/, from models/models.json: the
+    default pose model alone and with the default detector (served), each other served pose model likewise,
+    and the default pose model with each other served detector."""
+    pose, detector = catalog.get(catalog.default("pose")), catalog.get(catalog.default("detector"))
+    out = {"one person (no detector)": (pose.served, None), "every person (served)": (pose.served, detector.served)}
+    for m in catalog.models("pose", in_layer=True):
+        if m.name != pose.name:
+            out[f"{m.title}, one person"] = (m.served, None)
+            out[f"{m.title} + {detector.title}"] = (m.served, detector.served)
+    for d in catalog.models("detector", in_layer=True):
+        if d.name != detector.name:
+            out[f"{pose.title} + {d.title}"] = (pose.served, d.served)
+    return out
+
+
+PIPELINES = pipelines()
+# box AP of every detector's FP32 source and served file, files under models/
+DETECTORS = tuple(dict.fromkeys(f for d in catalog.models("detector") for f in (d.source, d.served)))
 ONE_PERSON = (("whole/coco", "oks"), ("whole/coco", "pck@0.2"), ("whole/mpii", "pckh@0.5"),
               ("crops/coco", "oks"), ("crops/coco", "pck@0.2"), ("crops/mpii", "pckh@0.5"))
 

@@ -171,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-build", action="store_true", help="measure the existing layers/*/build dirs")
     ap.add_argument("--no-model", action="store_true", help=f"leave out the model layer; reserve {MODEL_BUDGET:,d} B")
     ap.add_argument("--model-dir", type=Path, help="where the name=file pairs' files are (default: models/)")
-    ap.add_argument("--models", help="space-separated name=file pose models (default: layers/model/Makefile's MODELS)")
-    ap.add_argument("--detectors", help="space-separated name=file person detectors (default: layers/model/Makefile's DETECTORS)")
+    ap.add_argument("--models", help="space-separated name=file pose models (default: those of models/models.json)")
+    ap.add_argument("--detectors", help="space-separated name=file person detectors (default: those of models/models.json)")
     ap.add_argument(
         "--pyc-python",
         default=os.environ.get("PYC_PYTHON") or None,

@@ -18,15 +18,15 @@ from pose.image import decode as decode_image
 from pose.image import prepare
 from pose.model import PoseModel
 
-from local.function import served
+from local import catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "build"))
 import batch_dim  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
-SERVED = list(served("MODELS").values())  # PP-TinyPose's served file is its source
-SOURCES = [ROOT / "models" / "movenet-thunder.onnx", ROOT / "models" / "efficientpose.onnx"]
+# every pose model's served file, and its FP32 source where that is another file
+FILES = list(dict.fromkeys(f for m in catalog.models("pose") for f in (m.served_path, m.source_path)))
 # (photo, crop as fractions of width and height): people and parts of people, as a detector's boxes would give
 CROPS = [("pose.jpg", (0, 0, 1, 1)), ("pose.jpg", (0.2, 0.3, 0.8, 1.0)), ("Pilots.jpg", (0, 0, 1, 1)),
          ("Pilots.jpg", (0.0, 0.0, 0.55, 1.0)), ("astronaut.png", (0.1, 0.0, 0.9, 1.0))]
@@ -48,7 +48,7 @@ def dims(value_info) -> list:
     return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
 
 
-@pytest.fixture(scope="module", params=SERVED + SOURCES, ids=lambda p: p.name)
+@pytest.fixture(scope="module", params=FILES, ids=lambda p: p.name)
 def model(request) -> PoseModel:
     return PoseModel(request.param, threads=1)  # the service's session options
 
@@ -93,7 +93,7 @@ def test_results_do_not_depend_on_the_place_in_the_batch(model):
 
 def test_the_served_files_need_no_further_rewrite(tmp_path):
     """make_batch_dynamic is idempotent: on a served file it changes no node and writes the same bytes."""
-    for path in SERVED:
+    for path in (m.served_path for m in catalog.models("pose", in_layer=True)):
         out = tmp_path / path.name
         report = batch_dim.batch_dynamic_file(path, out)
         assert not report.changed and report.added_nodes == 0

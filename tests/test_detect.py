@@ -20,6 +20,7 @@ from pose.errors import ModelError
 from pose.image import decode
 
 from conftest import DATA, EVAL, ROOT
+from local import catalog
 from local.function import detector_path
 
 FP32 = ROOT / "models" / "nanodet.onnx"
@@ -233,7 +234,11 @@ def test_finds_the_three_astronauts_in_pilots_jpg(detector):
     assert set(found.timings_ms) == {"preprocess", "inference", "postprocess"}
 
 
-@pytest.fixture(scope="module", params=[FP32, SHIPPED, RTMDET], ids=["nanodet-fp32", "nanodet-shipped", "rtmdet"])
+# every detector of models/models.json: its FP32 source and, where that is another file, the file it is served as
+EVERY_DETECTOR_FILE = list(dict.fromkeys(f for m in catalog.models("detector") for f in (m.source, m.served)))
+
+
+@pytest.fixture(scope="module", params=[catalog.MODELS / f for f in EVERY_DETECTOR_FILE], ids=EVERY_DETECTOR_FILE)
 def any_detector(request) -> detect.Detector:
     return opened(request.param)
 

@@ -20,15 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from local import function
+from local import catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = ROOT / "handler" / "requirements.txt"
-MODEL_NAMES = ("pp-tinypose-256x192", "movenet-thunder", "efficientpose")
-DETECTOR_NAMES = ("rtmdet-nano", "nanodet")
-# Every file of the model layer: name -> its file under models/ (layers/model/Makefile's name=file pairs).
-SERVED = {**function.served("MODELS"), **function.served("DETECTORS")}
-SHIPPED = MODEL_NAMES + DETECTOR_NAMES
+# Every file of the model layer: name -> its file under models/ (the entries of models/models.json it serves).
+SERVED = {m.name: m.served_path for m in catalog.models(in_layer=True)}
+SHIPPED = tuple(SERVED)
 AL2023_GLIBC = (2, 34)
 # Build-time tools and what the runtime already has: none of them may ship in the layer.
 FORBIDDEN = {
@@ -119,12 +117,14 @@ def stand_ins(folder: Path) -> Path:
 
 
 def test_the_layer_serves_every_model_by_name_alone():
-    """name=file pairs: the default pose model and detector are FP32 files beside the INT8 ones."""
-    assert tuple(function.served("MODELS")) == MODEL_NAMES and tuple(function.served("DETECTORS")) == DETECTOR_NAMES
-    assert SERVED["pp-tinypose-256x192"] == ROOT / "models" / "pp-tinypose-256x192.onnx"
-    assert SERVED["rtmdet-nano"] == ROOT / "models" / "rtmdet-nano.onnx"
-    assert SERVED["nanodet"] == ROOT / "models" / "int8" / "nanodet.int8.onnx"
-    assert not (ROOT / "models" / "int8" / "rtmdet-nano.int8.onnx").exists()  # no FP32 file under an INT8 name
+    """The Makefile's name=file pairs are models.json's, pose models then detectors; an FP32 file is served
+    from models/ and an INT8 one from models/int8/ (never an FP32 file under an INT8 name)."""
+    r = subprocess.run(["make", "-n", "-C", str(ROOT / "layers" / "model"), "build-ModelLayer", "ARTIFACTS_DIR=/x"],
+                       capture_output=True, text=True, check=True)
+    pairs = re.search(r"for pair in (.*?); do", r.stdout).group(1).split()
+    assert pairs == [f"{m.name}={m.served}" for role in catalog.ROLES for m in catalog.models(role, in_layer=True)]
+    for model in catalog.models(in_layer=True):
+        assert model.served == (f"int8/{model.name}.int8.onnx" if model.quantize else model.source), model.name
 
 
 def test_model_recipe_copies_the_named_models(tmp_path):
@@ -139,29 +139,30 @@ def test_model_recipe_copies_the_named_models(tmp_path):
 def test_model_recipe_fails_when_a_model_is_missing(tmp_path):
     src = tmp_path / "models"
     (src / "int8").mkdir(parents=True)
-    (src / "int8" / "movenet-thunder.int8.onnx").write_bytes(b"x")
+    other = next(m for m in catalog.models("pose", in_layer=True) if m.name != catalog.default("pose"))
+    (src / other.served).parent.mkdir(parents=True, exist_ok=True)
+    (src / other.served).write_bytes(b"x")
     r = subprocess.run(
         ["make", "-C", str(ROOT / "layers" / "model"), "build-ModelLayer", f"ARTIFACTS_DIR={tmp_path / 'a'}", f"MODEL_DIR={src}"],
         capture_output=True, text=True,
     )
     assert r.returncode != 0
-    assert "missing model" in r.stderr and "pp-tinypose-256x192.onnx" in r.stderr
+    assert "missing model" in r.stderr and catalog.get(catalog.default("pose")).served in r.stderr
     # ... and MODELS narrows what is shipped; the detector is required too, unless DETECTORS is emptied.
     with pytest.raises(subprocess.CalledProcessError):
-        bl.build_model(tmp_path / "b", model_dir=src, models="movenet-thunder=int8/movenet-thunder.int8.onnx")
-    model = bl.build_model(tmp_path / "c", model_dir=src, models="movenet-thunder=int8/movenet-thunder.int8.onnx",
-                           detectors="")
-    assert [p.name for p in model.iterdir()] == ["movenet-thunder.onnx"]
+        bl.build_model(tmp_path / "b", model_dir=src, models=f"{other.name}={other.served}")
+    model = bl.build_model(tmp_path / "c", model_dir=src, models=f"{other.name}={other.served}", detectors="")
+    assert [p.name for p in model.iterdir()] == [f"{other.name}.onnx"]
 
 
 def test_model_recipe_refuses_a_name_without_its_file(tmp_path):
     src = stand_ins(tmp_path / "models")
     r = subprocess.run(
         ["make", "-C", str(ROOT / "layers" / "model"), "build-ModelLayer", f"ARTIFACTS_DIR={tmp_path / 'a'}",
-         f"MODEL_DIR={src}", "MODELS=movenet-thunder"],
+         f"MODEL_DIR={src}", "MODELS=some-model"],
         capture_output=True, text=True,
     )
-    assert r.returncode != 0 and "not name=file: movenet-thunder" in r.stderr
+    assert r.returncode != 0 and "not name=file: some-model" in r.stderr
 
 
 def test_function_recipe_ships_code_only(function_code):
@@ -247,7 +248,7 @@ def test_function_and_layers_fit_lambda(deps_layer, function_code):
     ]
     if all(m.is_file() for m in models):
         parts.append(bl.Part("model layer", None, sum(m.stat().st_size for m in models),
-                             where="models/ (layers/model/Makefile's files)"))
+                             where="models/ (the served files of models/models.json)"))
     else:
         parts.append(bl.Part("model budget", None, bl.MODEL_BUDGET))
     ok = bl.report(parts)  # shown with pytest -s or on failure

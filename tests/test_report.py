@@ -35,7 +35,7 @@ def number(cell: str) -> float:
 def report(tmp_path_factory) -> tuple[str, dict]:
     out = tmp_path_factory.mktemp("report")
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "build" / "report.py"), "--quick", "--models", "efficientpose",
+        [sys.executable, "-m", "build.report", "--quick", "--models", "efficientpose",
          "--variants", "fp32", "int8-static", "--runs", "3", "--md", str(out / "r.md"), "--json", str(out / "r.json")],
         capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from pose.model import DEFAULT_DETECTOR_PATH, DEFAULT_MODEL_PATH
 
-from local import function as local_run
+from local import catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"
@@ -180,12 +180,12 @@ def test_environment(function, template):
 def test_the_detector_has_a_source_in_every_configuration(function, template):
     """Always set, never left to the handler's default: the model layer's detector, or "none"."""
     env = function["Properties"]["Environment"]["Variables"]
-    assert env["DETECTOR_PATH"] == {"Fn::If": ["HasDetector", "/opt/model/rtmdet-nano.onnx", "none"]}
+    detector = f"/opt/model/{catalog.default('detector')}.onnx"  # the default of models/models.json
+    assert env["DETECTOR_PATH"] == {"Fn::If": ["HasDetector", detector, "none"]}
     assert template["Conditions"]["HasDetector"] == {"Fn::Equals": [{"Ref": "DetectPeople"}, "true"]}
     assert template["Parameters"]["DetectPeople"]["Default"] == "true"
-    # the detector the model layer serves as the default, the handler's default and a local run's agree
-    assert "rtmdet-nano" == local_run.DEFAULT_DETECTOR and local_run.DEFAULT_DETECTOR in local_run.served("DETECTORS")
-    assert env["DETECTOR_PATH"]["Fn::If"][1] == DEFAULT_DETECTOR_PATH == f"/opt/model/{local_run.DEFAULT_DETECTOR}.onnx"
+    # ... which is the handler's own default too, and the template's description names it
+    assert DEFAULT_DETECTOR_PATH == detector and detector in template["Parameters"]["DetectPeople"]["Description"]
 
 
 @pytest.mark.parametrize("model_s3_uri", ["", "s3://my-models/pose.onnx"])
@@ -212,16 +212,17 @@ def test_layer_contents_and_compatibility(resources):
 
 
 def test_model_names_match_the_model_layer(template):
-    """Every ModelName the template accepts is a file the model layer's Makefile ships, and the
-    template's default is the handler's and a local run's."""
+    """The ModelName values the template accepts are the pose models models/models.json puts in the model
+    layer, in its order; the template's default is its default, and the handler's and `make demo`'s."""
     allowed = template["Parameters"]["ModelName"]["AllowedValues"]
     default = template["Parameters"]["ModelName"]["Default"]
-    assert default == local_run.DEFAULT_MODEL == "pp-tinypose-256x192"
+    assert allowed == catalog.served("pose")
+    described = " ".join(template["Parameters"]["ModelName"]["Description"].split())
+    assert all(catalog.get(name).title in described for name in allowed), described
+    assert default == catalog.default("pose")
     assert DEFAULT_MODEL_PATH == f"/opt/model/{default}.onnx"
-    assert sorted(allowed) == sorted(local_run.served("MODELS")) == sorted(["pp-tinypose-256x192", "movenet-thunder",
-                                                                            "efficientpose"])
-    makefile = (ROOT / "Makefile").read_text()
-    assert re.search(r"^MODEL \?= (.+)$", makefile, re.M).group(1) == default  # make demo, serve, invoke
+    shown = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert re.search(r"out/annotated.png; MODEL=([^)]+)\)", shown).group(1) == default  # make demo, serve, invoke
 
 
 # --- the model in S3: one object, only when asked for -------------------------------------
