@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, served_model
-from pose.model import sha256_of
+from pose.source import sha256_of
 from test_template import TEMPLATE, evaluate, holds, parameter_values, refused_by, translate
 
 sys.path.insert(0, str(ROOT / "build"))
