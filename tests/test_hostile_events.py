@@ -173,10 +173,10 @@ def test_max_people_must_be_ascii_digits(call, pose_jpg, value):
 
 def test_a_reply_with_a_nan_in_it_is_a_500_not_invalid_json(app, monkeypatch, pose_jpg):
     """The last line of defence: json.dumps refuses NaN, so the client gets a valid JSON 500."""
-    import app as handler
+    from pose import service
 
-    original = handler.to_json
-    monkeypatch.setattr(handler, "to_json", lambda *a, **k: {**original(*a, **k), "score": float("nan")})
+    original = service.to_json
+    monkeypatch.setattr(service, "to_json", lambda *a, **k: {**original(*a, **k), "score": float("nan")})
     response = app.lambda_handler(json_event("/pose", {"image": b64(pose_jpg), "return_image": False}),
                                   LambdaContext())
     assert response["statusCode"] == 500

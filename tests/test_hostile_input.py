@@ -575,7 +575,9 @@ def test_an_internal_error_is_a_500_with_a_request_id_the_logs_can_be_searched_b
         monkeypatch.setattr(app.MODELS.pose, "estimate", explode)
         monkeypatch.setattr(app.MODELS.pose, "look", explode)
     else:
-        monkeypatch.setattr(app.image, "decode", explode)
+        from pose import image
+
+        monkeypatch.setattr(image, "read_photo", explode)
     context = LambdaContext()
     image_b64 = b64(pose_jpg)
     response = app.lambda_handler(json_event("/pose", {"image": image_b64, "note": MARKER}), context)

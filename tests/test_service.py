@@ -108,8 +108,8 @@ def test_the_batch_function_fails_its_cold_start_as_the_api_function_does():
 def modules_after_import(module: str) -> set[str]:
     """The modules a fresh interpreter holds after importing `module` (with handler/ on its path)."""
     code = f"import sys, {module}; print(' '.join(sorted(sys.modules)))"
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "handler")},
-                          capture_output=True, text=True, timeout=60)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "handler")}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return set(done.stdout.split())
 

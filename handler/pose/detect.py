@@ -65,7 +65,7 @@ def softmax_expectation(logits: np.ndarray) -> np.ndarray:
 
 
 def decode_boxes(spec: BoxesSpec | DetsSpec, outputs: Mapping[str, np.ndarray], in_w: int, in_h: int,
-           score_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+                 score_threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """The detector's outputs (batch of 1) -> ((N, 4) boxes in input pixels, (N,) scores) of the card's
     class scoring at least ``score_threshold``, in no particular order, by the decoder of the output kind."""
     boxes, scores = KINDS[spec.kind].decode(spec, outputs, in_w, in_h, score_threshold)

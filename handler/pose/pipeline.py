@@ -9,8 +9,8 @@
 
 The main person is the one the pose model finds when it looks at the whole photo, as a
 single-person service does (that look rides in the same batch as the crops, then takes its closer
-look, closer_look below): the detected person whose joints match that look (OKS >= 0.3 over the joints it
-placed with some confidence) comes first, if the detector and the pose model are at least half as sure
+look, closer_look below): the detected person whose joints match that look (OKS >= 0.3 over the joints
+it placed with some confidence) comes first, if the detector and the pose model are at least half as sure
 of them as of the best-scored person. When no detected person matches it, a single-person model's
 look (card `whole_photo`, MoveNet's) is itself the main person: the detector missed someone the model
 sees (cut by the photo's edges, say); for a top-down model (PP-TinyPose) the most prominent person
@@ -37,7 +37,7 @@ from .card import ScoreMaps
 from .model import Estimate, PoseModel
 from .region import MIN_JOINTS, MIN_SCORE, Region, in_photo, person_region
 
-MAX_PEOPLE = 20  # the most a reply holds, and max_people's default: COCO keypoint AP 48.2 against 44.3 at 10 (README)
+MAX_PEOPLE = 20  # the most a reply holds, max_people's default: COCO keypoint AP 48.2 against 44.3 at 10 (README)
 JOINT_SCORE_FLOOR = 0.2  # a person's score averages the joints scored above this (as Simple Baselines)
 OKS_SIGMA = 0.07  # one per-joint OKS sigma for every model (COCO's 17 average 0.072)
 OKS_NMS = 0.9  # two people whose joints agree this much (OKS) are one
