@@ -48,11 +48,11 @@ def child(model: Path, runs: int, warmup: int, threads: int) -> dict:
 
     app = function.load()
     import_ms = (time.perf_counter() - t0) * 1e3
-    from pose.image import decode, prepare
+    from pose.image import prepare, read_photo
 
     data = PHOTO.read_bytes()
     b64 = base64.b64encode(data).decode("ascii")
-    tensor = prepare(decode(data), app.MODEL.card.input)[0]
+    tensor = prepare(read_photo(data), app.MODELS.pose.card.input)[0]
     times: dict[str, list[float]] = {c: [] for c in CASES}
     stages: dict[str, dict[str, list[float]]] = {c: {} for c in CASES[:-1]}
     sizes: dict[str, int] = {}
@@ -61,7 +61,7 @@ def child(model: Path, runs: int, warmup: int, threads: int) -> dict:
         for case in order:
             if case == "session.run":
                 t = time.perf_counter()
-                app.MODEL.run(tensor)
+                app.MODELS.pose.run(tensor)
                 dt = (time.perf_counter() - t) * 1e3
             else:
                 fmt = case.split(", ")[1]
@@ -80,13 +80,13 @@ def child(model: Path, runs: int, warmup: int, threads: int) -> dict:
                         stages[case].setdefault(k, []).append(v)
             if r >= warmup:
                 times[case].append(dt)
-    card = app.MODEL.card
+    card = app.MODELS.pose.card
     render_x = {f: statistics.median(r / s for r, s in zip(stages[f"handler, {f}"]["render"], times["session.run"]))
                 for f in FORMATS}
     return {
         "model": str(model.resolve().relative_to(ROOT)) if model.resolve().is_relative_to(ROOT) else str(model),
         "name": card.name, "quantization": card.quantization, "size_mb": model.stat().st_size / 1e6,
-        "threads": app.MODEL.threads, "runs": runs, "warmup": warmup, "photo": PHOTO.name,
+        "threads": app.MODELS.pose.threads, "runs": runs, "warmup": warmup, "photo": PHOTO.name,
         "import_ms": import_ms,
         "median_ms": {c: statistics.median(v) for c, v in times.items()},
         "stages_median_ms": {c: {k: statistics.median(v) for k, v in s.items()} for c, s in stages.items()},

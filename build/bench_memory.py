@@ -63,7 +63,7 @@ def child(name: str) -> dict:
 
     def answer(data: bytes, max_people: int) -> tuple[int, float]:
         started = time.perf_counter()
-        found = estimate_people(image.decode(data, max_pixels=64_000_000), pose, detector, max_people)
+        found = estimate_people(image.read_photo(data, max_pixels=64_000_000), pose, detector, max_people)
         if trim:
             memory.release()
         return len(found.people), time.perf_counter() - started

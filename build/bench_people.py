@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 from local import function  # noqa: E402
 from pose import image  # noqa: E402
-from pose.model import PoseModel, load_detector_from_env  # noqa: E402
+from pose.detect import open_detector  # noqa: E402
+from pose.model import PoseModel  # noqa: E402
 from pose.pipeline import estimate_people  # noqa: E402
 from pose.reply import to_json  # noqa: E402
 
@@ -63,7 +64,7 @@ def measure(runs: int = 15, warmup: int = 2, threads: int = 1) -> dict:
     pose = PoseModel(function.model_path(), threads=threads)
     one_run_each = PoseModel(function.model_path(), threads=threads)
     one_run_each.batched = False  # the same graph, run once per person
-    detector = load_detector_from_env({"DETECTOR_PATH": str(function.detector_path()), "MODEL_THREADS": str(threads)})
+    detector = open_detector(function.detector_path(), threads=threads)
     setups = {"one person": (pose, None), "every person, batched": (pose, detector),
               "every person, a run per person": (one_run_each, detector)}
     models = {"model": {"name": pose.card.name}, "detector": {"name": detector.card.name}}
@@ -71,7 +72,7 @@ def measure(runs: int = 15, warmup: int = 2, threads: int = 1) -> dict:
     def serve(data: bytes, way: str) -> tuple[float, int]:
         model, det = setups[way]
         t = time.perf_counter()
-        rgb = image.decode(data)
+        rgb = image.read_photo(data)
         found = estimate_people(rgb, model, det)
         json.dumps(to_json(found, model.card, model.card.threshold, (rgb.shape[1], rgb.shape[0]), models))
         return (time.perf_counter() - t) * 1e3, len(found.people)

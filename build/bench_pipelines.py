@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         for photo, data in photos.items():
             for name, (pose, detector) in loaded.items():
                 started = time.perf_counter()
-                found = estimate_people(image.decode(data), pose, detector)
+                found = estimate_people(image.read_photo(data), pose, detector)
                 times[photo, name].append(time.perf_counter() - started)
                 people[photo, name] = len(found.people)
     rows = []

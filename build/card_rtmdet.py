@@ -37,7 +37,7 @@ sys.path.insert(0, str(BUILD))
 import cards  # noqa: E402
 from pose import detect  # noqa: E402  (cards put handler/ on the path)
 from pose.card import parse_detector  # noqa: E402
-from pose.image import decode  # noqa: E402
+from pose.image import read_photo  # noqa: E402
 
 ROOT = BUILD.parent
 CHECK_PHOTO = ROOT / "tests" / "data" / "Pilots.jpg"
@@ -93,7 +93,7 @@ def fix_shapes(model: onnx.ModelProto, size: int) -> None:
 
 def same_outputs(a: onnx.ModelProto, b: onnx.ModelProto, card_json: str) -> bool:
     """Both graphs give identical outputs on the check photo, prepared as the card says."""
-    tensor, _ = detect.prepare(decode(CHECK_PHOTO.read_bytes()), parse_detector(card_json).input)
+    tensor, _ = detect.prepare(read_photo(CHECK_PHOTO.read_bytes()), parse_detector(card_json).input)
     runs = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input": tensor})
             for m in (a, b)]
     return all(x.shape == y.shape and np.array_equal(x, y) for x, y in zip(*runs))

@@ -50,7 +50,7 @@ sys.path.insert(0, str(BUILD))
 import batch_dim  # noqa: E402
 import cards  # noqa: E402
 import photos  # noqa: E402
-from pose.model import sha256_of  # noqa: E402
+from pose.source import sha256_of  # noqa: E402
 
 OPSET = 17
 IR_VERSION = 8  # as the other bundled files

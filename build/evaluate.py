@@ -32,9 +32,9 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "handler"))
-from pose.image import decode  # noqa: E402
+from pose.image import read_photo  # noqa: E402
 from pose.model import PoseModel  # noqa: E402
-from pose.pipeline import MAX_PEOPLE, estimate_people  # noqa: E402
+from pose.pipeline import MAX_PEOPLE, estimate_people, estimate_person  # noqa: E402
 
 EVAL = ROOT.parent / "shared" / "eval"
 TRAIN_SUBSET = "coco_train2017_TRAIN"
@@ -53,7 +53,7 @@ def load_labels(eval_dir: Path = EVAL) -> dict:
 
 
 def read_rgb(eval_dir: Path, rel: str) -> np.ndarray:
-    return decode((eval_dir / rel).read_bytes())
+    return read_photo((eval_dir / rel).read_bytes())
 
 
 def crop_of(rgb: np.ndarray, crop: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -109,14 +109,22 @@ def quality(s: Scored) -> float:
     return float(s.correct["pckh@0.5"].sum() / max(1, s.labelled.sum()))
 
 
-class OnePass:
-    """A served model with its closer look (handler/pose/region.py) turned off: one pass per input."""
+class Served:
+    """A served model as the service answers one person in a photo: its look, then its closer look
+    (pipeline.estimate_person)."""
 
     def __init__(self, model: PoseModel):
         self.model, self.card = model, model.card
 
     def estimate(self, rgb: np.ndarray):
-        return self.model.estimate(rgb, closer_look=False)
+        return estimate_person(rgb, self.model)
+
+
+class OnePass(Served):
+    """A served model with its closer look (handler/pose/region.py) turned off: one pass per input."""
+
+    def estimate(self, rgb: np.ndarray):
+        return self.model.estimate(rgb)
 
 
 class Pipeline:

@@ -34,7 +34,7 @@ sys.path.insert(0, str(BUILD))
 sys.path.insert(0, str(ROOT / "handler"))
 import cards  # noqa: E402
 from pose import detect  # noqa: E402
-from pose.image import decode  # noqa: E402
+from pose.image import read_photo  # noqa: E402
 
 EVAL = ROOT.parent / "shared" / "eval"
 COCO_MULTI = EVAL / "coco_multi.json"
@@ -64,7 +64,7 @@ def box_results(detector: detect.Detector, gt) -> list[dict]:
     """COCO "bbox" results of the detector on every photo of the ground truth."""
     results = []
     for image in gt.dataset["images"]:
-        rgb = decode((EVAL / "images" / image["file_name"]).read_bytes())
+        rgb = read_photo((EVAL / "images" / image["file_name"]).read_bytes())
         found = detector(rgb, score_threshold=AP_SCORE_THRESHOLD, max_detections=AP_MAX_DETECTIONS)
         for (left, top, right, bottom), score in zip(found.boxes + 0.5, found.scores):  # pixel edges, as COCO
             results.append({"image_id": image["id"], "category_id": PERSON, "score": float(score),
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             base = detect.open_detector(path, threads=1)
             for resize in a.resize or [base.resize]:
                 detectors[(name, resize)] = detect.Detector(base.session, base.card, resize)
-        ms = speed(detectors, decode(SPEED_PHOTO.read_bytes()), a.runs)
+        ms = speed(detectors, read_photo(SPEED_PHOTO.read_bytes()), a.runs)
         for (name, resize), d in detectors.items():
             rows.append({"variant": name, "quantization": d.card.quantization, "input": d.card.input.width,
                          "resize": resize, **box_ap(gt, box_results(d, gt)), "ms": ms[(name, resize)]})

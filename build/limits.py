@@ -208,13 +208,13 @@ def batch_child(path: Path) -> dict:
     from local import function
 
     function.load()  # the environment of a local run, and the handler on the path
-    from pose import records
-    from pose.model import load_detector_from_env, load_from_env
+    from pose import records, service
+    from pose.options import Options
 
-    pose, detector = load_from_env(), load_detector_from_env()
+    models = service.load_models()
     cold_mb = peak_mb()
     started = time.perf_counter()
-    record, _ = records.photo_record("input", path.read_bytes(), pose, detector, records.Options(annotate=True))
+    record, _ = records.photo_record("input", path.read_bytes(), models, Options(return_image=True))
     return {"status": 200 if record["error"] is None else record["error"]["code"],
             "seconds": time.perf_counter() - started, "cold_start_peak_mb": cold_mb, "peak_mb": peak_mb(),
             "error": (record["error"] or {}).get("message"), "reply_bytes": len(json.dumps(record))}

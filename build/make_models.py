@@ -44,7 +44,7 @@ import batch_dim  # noqa: E402
 import cards  # noqa: E402
 import photos  # noqa: E402
 import quantize  # noqa: E402
-from pose.model import sha256_of  # noqa: E402
+from pose.source import sha256_of  # noqa: E402
 
 from local import catalog  # noqa: E402
 
@@ -277,7 +277,8 @@ def check(names: list[str], runs: int = 30) -> int:
             continue
         model = PoseModel(int8, threads=1)
         print(f"{name}: FP32 vs {model.card.quantization} ({int8.stat().st_size / 1e6:.1f} MB)")
-        print_comparison(compare(evaluate.run(PoseModel(fp32, threads=1)), evaluate.run(model)))
+        print_comparison(compare(evaluate.run(evaluate.Served(PoseModel(fp32, threads=1))),
+                                 evaluate.run(evaluate.Served(model))))
         for threads in (1, 2):
             ms = latency({"fp32": fp32, "int8": int8}, threads, runs)
             print(f"  latency {threads} thread(s): FP32 {ms['fp32']:.1f} ms, INT8 {ms['int8']:.1f} ms "

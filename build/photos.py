@@ -5,7 +5,7 @@ The photos are read where they lie (never copied into the repository):
 - ``../shared/eval/images``: the internal evaluation set (read only; not redistributable);
 - ``../shared/images``: the three photos cleared for the project (see their PROVENANCE.md).
 
-Preprocessing is the service's own: ``pose.image.decode`` (EXIF, colour modes) then ``pose.image.prepare``
+Preprocessing is the service's own: ``pose.image.read_photo`` (EXIF, colour modes) then ``pose.image.prepare``
 (letterbox, colour order, scaling and layout as the model card says), or for a person detector's card
 ``pose.detect.prepare``.
 """
@@ -69,7 +69,7 @@ def preprocess_for(card: dict) -> Prepare:
 
 
 def load_rgb(path: str | Path) -> np.ndarray:
-    return pose_image.decode(Path(path).read_bytes())
+    return pose_image.read_photo(Path(path).read_bytes())
 
 
 def prepare(path: str | Path, card: dict) -> np.ndarray:

@@ -19,7 +19,7 @@ Static path:
    ``batch_dims`` (which the batch rewrite uses) and then stops; for the bundled models' fixed-batch
    sources both ways gave node- and initializer-identical quantized graphs.
 3. Calibration (``calibrate``): the model runs on real person photos preprocessed by the service's own
-   code (``pose.image.decode`` + ``pose.image.prepare`` from the model's card, or ``pose.detect.prepare``
+   code (``pose.image.read_photo`` + ``pose.image.prepare`` from the model's card, or ``pose.detect.prepare``
    for a person detector), and onnxruntime's MinMax, Percentile or Entropy calibrator turns the
    activations into ranges. A caller with other inputs in mind passes its own reader (``quantize(...,
    reader=...)``).
@@ -79,7 +79,7 @@ import batch_dim  # noqa: E402
 import cards  # noqa: E402
 import photos  # noqa: E402
 import rewrite as deconv_rewrite  # noqa: E402
-from pose.model import sha256_of  # noqa: E402  (photos put handler/ on the path)
+from pose.source import sha256_of  # noqa: E402  (photos put handler/ on the path)
 
 PRESETS = {  # name -> (activation type, weight type)
     "u8s8": (oq.QuantType.QUInt8, oq.QuantType.QInt8),
@@ -340,7 +340,8 @@ def quantize_static(src: str | Path, dst: str | Path, cfg: Config, reader: Reade
         "reduce_range": cfg.reduce_range,
         "method": METHODS[cfg.method].name + (f" {cfg.percentile}" if cfg.method == "percentile" else ""),
         "images": len(paths), "image_sources": sources,
-        "preprocessing": f"pose.image.decode + {prep.__module__}.{prep.__name__} (the service's letterbox and scaling)",
+        "preprocessing": f"pose.image.read_photo + {prep.__module__}.{prep.__name__} "
+                         "(the service's letterbox and scaling)",
         "op_types": cfg.ops or "all",
         "fp32_nodes": {k: v for k, v in kept.items() if v and k != "after_heads"},
         "fp32_nodes_after_heads": len(kept["after_heads"]),

@@ -58,10 +58,11 @@ sys.path.insert(0, str(ROOT / "handler"))
 import bench_models  # noqa: E402
 import evaluate  # noqa: E402
 import photos  # noqa: E402
-from pose.model import sha256_of  # noqa: E402
+from pose.source import sha256_of  # noqa: E402
 from pose import card as card_schema  # noqa: E402
 from pose import image as pose_image  # noqa: E402
 from pose.model import PoseModel  # noqa: E402
+from pose.pipeline import estimate_person  # noqa: E402
 
 from local import catalog  # noqa: E402
 
@@ -151,7 +152,7 @@ def resolve(models: list[str], variants: list[str], workdir: Path, overrides: di
 
 
 def latency_input(model: PoseModel) -> np.ndarray:
-    rgb = pose_image.decode(LATENCY_PHOTO.read_bytes())
+    rgb = pose_image.read_photo(LATENCY_PHOTO.read_bytes())
     return pose_image.prepare(rgb, model.card.input)[0]
 
 
@@ -217,16 +218,17 @@ import json, resource, sys, time
 t0 = time.perf_counter()
 sys.path.insert(0, sys.argv[1])
 import numpy, onnxruntime
-from pose.image import decode
+from pose.image import read_photo
 from pose.model import PoseModel
+from pose.pipeline import estimate_person
 t1 = time.perf_counter()
 out = {"import_ms": (t1 - t0) * 1e3}
 if sys.argv[2]:
     m = PoseModel(sys.argv[2], threads=int(sys.argv[3]))
     t2 = time.perf_counter()
-    rgb = decode(open(sys.argv[4], "rb").read())
+    rgb = read_photo(open(sys.argv[4], "rb").read())
     t3 = time.perf_counter()
-    est = m.estimate(rgb)
+    est = estimate_person(rgb, m)
     t4 = time.perf_counter()
     out.update(session_ms=(t2 - t1) * 1e3, photo_decode_ms=(t3 - t2) * 1e3, first_estimate_ms=(t4 - t3) * 1e3,
                first_inference_ms=est.timings_ms["inference"], cold_ms=(t2 - t0 + t4 - t3) * 1e3)
@@ -277,7 +279,7 @@ class Recording:
         self.model, self.card, self.points = model, model.card, {}
 
     def estimate(self, rgb: np.ndarray):
-        est = self.model.estimate(rgb)
+        est = estimate_person(rgb, self.model)
         self.points[_rgb_key(rgb)] = est.points
         return est
 

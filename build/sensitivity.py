@@ -89,10 +89,10 @@ class Scorer:
     def __init__(self, name: str):
         self.name = name
         self.fp32 = PoseModel(make_models.MODELS / f"{name}.onnx", threads=1)
-        self.ref = evaluate.run(self.fp32)
+        self.ref = evaluate.run(evaluate.Served(self.fp32))
         self.inputs = {"eval": self._eval_inputs(), "shared": self._shared_inputs()}
         # One pass each: the displacement a quantized layer causes, not a change of crop it may lead to.
-        self.ref_points = {k: [self.fp32.estimate(x, closer_look=False).points for x in v] for k, v in self.inputs.items()}
+        self.ref_points = {k: [self.fp32.estimate(x).points for x in v] for k, v in self.inputs.items()}
 
     @staticmethod
     def _eval_inputs() -> list[np.ndarray]:
@@ -117,13 +117,13 @@ class Scorer:
         disp = []
         for x, ref in zip(self.inputs[which], self.ref_points[which]):
             side = max(x.shape[:2])
-            disp.append(np.linalg.norm(model.estimate(x, closer_look=False).points - ref, axis=1) / side)
+            disp.append(np.linalg.norm(model.estimate(x).points - ref, axis=1) / side)
         d = np.concatenate(disp)
         return round(100 * float(d.mean()), 3), round(100 * float((d > 0.02).mean()), 2)
 
     def score(self, path: Path, latency: bool = False) -> dict:
         model = PoseModel(path, threads=1)
-        table = make_models.compare(self.ref, evaluate.run(model))
+        table = make_models.compare(self.ref, evaluate.run(evaluate.Served(model)))
         row = {}
         for proto in ("crops", "whole"):
             if f"{proto}/mpii" in table:

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "handler"))
-from pose.model import sha256_of  # noqa: E402
+from pose.source import sha256_of  # noqa: E402
 
 ARCHS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3), "resnet152": (3, 8, 36, 3)}
 DATASETS = {  # joints and the official input size (height, width)

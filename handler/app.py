@@ -25,11 +25,9 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 
 import request
-from pose import image, memory
-from pose.errors import ModelError, PoseError
-from pose.model import PoseModel, load_detector_from_env, load_from_env
-from pose.pipeline import Detector, estimate_people
-from pose.reply import annotated_image, data_url, models_json, to_json
+from pose import memory, service
+from pose.errors import PoseError
+from pose.reply import data_url
 
 logger = Logger()
 metrics = Metrics(namespace=os.getenv("POWERTOOLS_METRICS_NAMESPACE", "PoseService"))
@@ -39,19 +37,7 @@ SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-st
 app = APIGatewayRestResolver(cors=CORSConfig(allow_origin=os.getenv("ALLOWED_ORIGIN", "*"), max_age=600))
 
 
-def _load_models() -> tuple[PoseModel, Detector | None]:
-    try:
-        return load_from_env(), load_detector_from_env()
-    except ModelError as exc:
-        logger.error(f"cold start failed: {exc.message}")
-        raise SystemExit(1) from None
-    except Exception as exc:  # a fault no check above foresaw: still one line, not a traceback
-        logger.error(f"cold start failed: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}")
-        raise SystemExit(1) from None
-
-
-MODEL, DETECTOR = _load_models()
-MODELS = models_json(MODEL, DETECTOR)
+MODELS = service.load_models_or_exit(logger.error)
 _warm = False
 
 
@@ -84,31 +70,25 @@ def _json(status: int, payload: dict) -> Response:
 @app.post("/pose")
 def post_pose() -> Response:
     started = time.perf_counter()
-    asked = request.parse(app.current_event, MODEL.card.threshold)
-    rgb = image.decode(asked.image)
-    decoded = time.perf_counter()
-    found = estimate_people(rgb, MODEL, DETECTOR, asked.max_people)
-    reply = to_json(found, MODEL.card, asked.threshold, (rgb.shape[1], rgb.shape[0]), MODELS)
-    rendered = time.perf_counter()
-    if asked.return_image:
-        reply["annotated_image"] = data_url(*annotated_image(rgb, found, MODEL.card, asked.threshold,
-                                                             asked.image_format))
-    timings = {"decode": (decoded - started) * 1e3, **found.timings_ms,
-               "render": (time.perf_counter() - rendered) * 1e3}
-    reply["timings_ms"] = {k: round(v, 2) for k, v in timings.items()}
-    metrics.add_metric(name="InferenceLatency", unit=MetricUnit.Milliseconds, value=found.timings_ms["inference"])
+    asked = request.parse(app.current_event)
+    answer = service.answer(asked.image, asked.options, MODELS)
+    image = {"annotated_image": data_url(*answer.drawing)} if answer.drawing else {}
+    reply = answer.json(**image)
+    metrics.add_metric(name="InferenceLatency", unit=MetricUnit.Milliseconds, value=answer.timings_ms["inference"])
     metrics.add_metric(name="TotalLatency", unit=MetricUnit.Milliseconds, value=(time.perf_counter() - started) * 1e3)
     metrics.add_metric(name="ImageBytes", unit=MetricUnit.Bytes, value=len(asked.image))
-    metrics.add_metric(name="ImagePixels", unit=MetricUnit.Count, value=int(rgb.shape[0] * rgb.shape[1]))
-    metrics.add_metric(name="People", unit=MetricUnit.Count, value=len(found.people))
+    metrics.add_metric(name="ImagePixels", unit=MetricUnit.Count,
+                       value=reply["image"]["width"] * reply["image"]["height"])
+    metrics.add_metric(name="People", unit=MetricUnit.Count, value=len(reply["people"]))
     return _json(200, reply)
 
 
 @app.get("/health")
 def get_health() -> Response:
-    return _json(200, {"status": "ok", "warm": _warm, "sha256": MODEL.sha256, "threads": MODEL.threads,
-                       "model": MODEL.card.describe(),
-                       "detector": None if DETECTOR is None else DETECTOR.card.describe()})
+    pose, detector = MODELS.pose, MODELS.detector
+    return _json(200, {"status": "ok", "warm": _warm, "sha256": pose.sha256, "threads": pose.threads,
+                       "model": pose.card.describe(),
+                       "detector": None if detector is None else detector.card.describe()})
 
 
 @app.exception_handler(PoseError)

@@ -28,10 +28,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from gather import items_text, parts_prefix
-from pose import memory, records
-from pose.errors import (Forbidden, KeyTooLong, ModelError, NotFound, PhotoError, TimedOut, TooLarge, Unreadable,
-                         WriteFailed)
-from pose.model import load_detector_from_env, load_from_env
+from pose import memory, records, service
+from pose.errors import Forbidden, KeyTooLong, NotFound, PhotoError, TimedOut, TooLarge, Unreadable, WriteFailed
 
 logger = Logger()
 PREFETCH = 2  # photos downloaded ahead of the one being estimated (memory: their bytes)
@@ -41,15 +39,7 @@ MAX_KEY_BYTES = 1024  # S3's limit on a key, in UTF-8 bytes
 SSE_C = "server side encryption"  # in S3's message refusing an object stored with a customer key to a plain GET
 
 
-def _load_models():
-    try:
-        return load_from_env(), load_detector_from_env()
-    except ModelError as exc:
-        logger.error(f"cold start failed: {exc.message}")
-        raise SystemExit(1) from None
-
-
-MODEL, DETECTOR = _load_models()
+MODELS = service.load_models_or_exit(logger.error)
 S3 = boto3.client("s3", config=Config(retries={"mode": "standard", "max_attempts": 5},
                                       max_pool_connections=PREFETCH + WRITERS + 2))
 
@@ -117,11 +107,11 @@ def prefetched(fetch, items: list) -> Any:
             yield item, future.result()
 
 
-def run_batch(s3, items: list[dict], job: dict, execution: str, pose, detector,
+def run_batch(s3, items: list[dict], job: dict, execution: str, models: service.Models,
               time_left_ms=lambda: float("inf")) -> dict:
     """Every photo of the batch -> its result object (and drawing), then the batch's part; the counts.
     Photos not started while less than MARGIN_MS is left are `timeout` records: the batch still ends well."""
-    options = records.Options.from_job(job)
+    options = records.job_options(job)
     source, output = job["input"], job["output"]
     in_prefix, out_bucket, out_prefix = source.get("prefix", ""), output["bucket"], output["prefix"]
     photos = [item for item in items
@@ -166,7 +156,7 @@ def run_batch(s3, items: list[dict], job: dict, execution: str, pose, detector,
             elif isinstance(fetched, dict):
                 record, drawing = fetched, None
             else:
-                record, drawing = records.photo_record(name, fetched, pose, detector, options)
+                record, drawing = records.photo_record(name, fetched, models, options)
                 memory.release()  # the photo's buffers go back before the next photo is decoded
             stored.append((item, writer.submit(store, record, drawing)))
     lines, coco, images = [], [], []
@@ -192,7 +182,7 @@ def run_batch(s3, items: list[dict], job: dict, execution: str, pose, detector,
 @logger.inject_lambda_context
 def lambda_handler(event: dict, context: Any) -> dict:
     batch = event["BatchInput"]
-    summary = run_batch(S3, event["Items"], batch["job"], batch["execution"], MODEL, DETECTOR,
+    summary = run_batch(S3, event["Items"], batch["job"], batch["execution"], MODELS,
                         context.get_remaining_time_in_millis)
     logger.info("batch done", extra=summary)
     return summary

@@ -13,37 +13,28 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from pose import draw, image
+from pose import image, options
 from pose.errors import BadParameter, BadRequest, TooLarge, UnsupportedImage
-from pose.pipeline import MAX_PEOPLE
 
 RAW_TYPES = ("image/jpeg", "image/png", "image/webp")
 MAX_BODY_CHARS = 6 * 1024 * 1024  # API Gateway's payload limit
 MAX_IMAGE_B64_CHARS = (image.MAX_BYTES + 2) // 3 * 4
-PEOPLE_LIMIT = 20  # the largest max_people a request may ask for
 MAX_JSON_DEPTH = 64  # arrays and objects nested deeper are refused (400): no field needs more than 2
-PARAMETERS = ("threshold", "return_image", "max_people", "image_format")
-MAX_NUMBER_CHARS = 32  # a parameter written as a string longer than this is refused unread
 MAX_QUOTED_CHARS = 40  # request text quoted in an error message is cut to this many characters
-_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")  # ASCII digits only
 
 
 @dataclass(frozen=True)
 class PoseRequest:
     image: bytes
-    threshold: float
-    return_image: bool
-    max_people: int
-    image_format: str = "png"  # of the annotated image: one of draw.FORMATS
+    options: options.Options
 
 
-def parse(event, default_threshold: float) -> PoseRequest:
+def parse(event) -> PoseRequest:
     """The API event (Powertools' APIGatewayProxyEvent) -> PoseRequest."""
     body = event.body or ""
     if len(body) > MAX_BODY_CHARS:
@@ -55,7 +46,7 @@ def parse(event, default_threshold: float) -> PoseRequest:
         if not event.is_base64_encoded:
             raise BadRequest(f"a raw {content_type} body must reach the function base64-encoded "
                              "(API Gateway binary media types)")
-        return _request(_image_b64decode(body, "the body"), _query(event), default_threshold)
+        return _request(_image_b64decode(body, "the body"), _query(event))
     if content_type.startswith("image/"):
         raise UnsupportedImage(f"Content-Type {_quoted(content_type)} is not supported; send one of "
                                f"{', '.join(RAW_TYPES)}")
@@ -74,7 +65,7 @@ def parse(event, default_threshold: float) -> PoseRequest:
         raise BadRequest("the request body is not valid JSON: nested too deeply") from None
     if not isinstance(doc, dict):
         raise BadRequest("the JSON body must be an object with an 'image' field")
-    return _request(None, doc, default_threshold)
+    return _request(None, doc)
 
 
 def _header(event, name: str) -> str:
@@ -91,7 +82,7 @@ def _query(event) -> dict:
     single = event.query_string_parameters or {}
     multi = event.multi_value_query_string_parameters or {}
     params = {}
-    for name in PARAMETERS:
+    for name in options.NAMES:
         values = multi.get(name) if isinstance(multi.get(name), list) else []
         if len(set(values)) > 1:
             raise BadParameter(f"'{name}' is given {len(values)} times with different values; give it once")
@@ -125,15 +116,10 @@ def _json_int(digits: str) -> int | float:
     return int(digits) if len(digits) <= 20 else float(digits)
 
 
-def _request(data: bytes | None, fields: dict, default_threshold: float) -> PoseRequest:
+def _request(data: bytes | None, fields: dict) -> PoseRequest:
     """The parameters (from the JSON body or the query string) are checked before the image is decoded."""
-    threshold = _threshold(fields.get("threshold"), default_threshold)
-    return_image = _flag(fields.get("return_image"), True)
-    max_people = _max_people(fields.get("max_people"))
-    image_format = _image_format(fields.get("image_format"))
-    if data is None:
-        data = _image_from_field(fields.get("image"))
-    return PoseRequest(data, threshold, return_image, max_people, image_format)
+    asked = options.parse(fields, return_image=True)
+    return PoseRequest(_image_from_field(fields.get("image")) if data is None else data, asked)
 
 
 def _b64decode(text: str, what: str) -> bytes:
@@ -174,41 +160,3 @@ def _image_from_field(value: Any) -> bytes:
         if media_type not in image.MEDIA_TYPES:
             raise UnsupportedImage(f"the data URL's media type {_quoted(media_type)} is not an image type")
     return _image_b64decode(value, "the 'image' field")
-
-
-def _threshold(value: Any, default: float) -> float:
-    if value is None:
-        return default
-    if isinstance(value, str) and len(value) <= MAX_NUMBER_CHARS and _NUMBER.fullmatch(value):
-        value = float(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise BadParameter("'threshold' must be a number in [0, 1]")
-    return float(value) + 0.0  # -0 is 0
-
-
-def _flag(value: Any, default: bool) -> bool:
-    if value is None:
-        return default
-    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
-        return value.lower() in ("true", "1")
-    if not isinstance(value, bool):
-        raise BadParameter("'return_image' must be true or false")
-    return value
-
-
-def _max_people(value: Any) -> int:
-    if value is None:
-        return MAX_PEOPLE
-    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,6}", value.strip()):
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= PEOPLE_LIMIT:
-        raise BadParameter(f"'max_people' must be an integer in [1, {PEOPLE_LIMIT}]")
-    return value
-
-
-def _image_format(value: Any) -> str:
-    if value is None:
-        return "png"
-    if not isinstance(value, str) or value.lower() not in draw.FORMATS:
-        raise BadParameter(f"'image_format' must be one of {', '.join(draw.FORMATS)}")
-    return value.lower()

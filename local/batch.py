@@ -40,6 +40,7 @@ sys.path.insert(0, str(function.ROOT / "handler"))
 from gather import Gathered, items_text  # noqa: E402
 from pose import records  # noqa: E402
 from pose.errors import BadParameter, NotFound, PoseError, TooLarge, Unreadable, WorkerDied  # noqa: E402
+from pose.options import Options  # noqa: E402
 
 RESULTS, COCO, IMAGES, LOCK = "results.jsonl", "coco_results.json", "images.json", ".lock"
 SPECIAL_FILES = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
@@ -133,16 +134,16 @@ def read_photo(path: Path, name: str) -> bytes | dict:
     return data
 
 
-def _start_worker(env: dict, folder: str, out: str, options: records.Options, parent: int) -> None:
+def _start_worker(env: dict, folder: str, out: str, options: Options, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops handing out photos
     threading.Thread(target=_end_with, args=(parent,), daemon=True).start()
-    from pose.model import load_detector_from_env, load_from_env
+    from pose import service
 
     _worker.update(folder=Path(folder), out=Path(out), options=options)
     try:
-        _worker.update(pose=load_from_env(env), detector=load_detector_from_env(env), ready=time.time())
-    except Exception as exc:  # said by each photo (_one), not a dead pool whose photos would look like culprits
-        _worker["failed"] = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        _worker.update(models=service.load_models(env), ready=time.time())
+    except PoseError as exc:  # said by each photo (_one), not a dead pool whose photos would look like culprits
+        _worker["failed"] = exc.message
 
 
 def _end_with(parent: int) -> None:
@@ -161,7 +162,7 @@ def _one(name: str) -> tuple[str, float, float]:
     cpu = time.process_time()
     record = data = read_photo(_worker["folder"] / name, name)
     if isinstance(data, bytes):
-        record, drawing = records.photo_record(name, data, _worker["pose"], _worker["detector"], _worker["options"])
+        record, drawing = records.photo_record(name, data, _worker["models"], _worker["options"])
         if drawing is not None:
             media_type, image = drawing
             annotated = f"annotated/{name}.{'png' if media_type == 'image/png' else 'jpg'}"
@@ -242,7 +243,7 @@ def _failed(name: str, code: str, message: str) -> tuple[str, float, float]:
     return json.dumps(records.error_record(name, code, message), separators=(",", ":")), float("inf"), 0.0
 
 
-def run(folder: Path, out: Path, workers: int, threads: int, options: records.Options) -> dict:
+def run(folder: Path, out: Path, workers: int, threads: int, options: Options) -> dict:
     """Process the photos not yet in out/results.jsonl; the counts of this run. Refused when another run
     holds out, or when the workers cannot load the models (the photos done until then are kept and indexed)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -250,7 +251,7 @@ def run(folder: Path, out: Path, workers: int, threads: int, options: records.Op
         return _run(folder, out, workers, threads, options)
 
 
-def _run(folder: Path, out: Path, workers: int, threads: int, options: records.Options) -> dict:
+def _run(folder: Path, out: Path, workers: int, threads: int, options: Options) -> dict:
     photos = photos_in(folder, skip=out)
     done = done_in(out / RESULTS)
     todo = [p for p in photos if p not in done]
@@ -306,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads per worker (default 1)")
     parser.add_argument("--images", action="store_true", help="also write the annotated photos to OUT/annotated/")
     parser.add_argument("--threshold", type=float, help="a joint is visible at this score (default: the model's)")
-    parser.add_argument("--max-people", type=int, default=records.MAX_PEOPLE, help="people per photo at most")
+    parser.add_argument("--max-people", type=int, default=Options.max_people, help="people per photo at most")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
     if not args.folder.is_dir():
@@ -315,8 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"OUT is IN ({args.folder}): the results need a folder of their own (the photos under OUT "
                      f"are never read, so this would find none)")
     try:
-        options = records.Options.from_job({"threshold": args.threshold, "max_people": args.max_people,
-                                            "return_image": args.images})
+        options = records.job_options({"threshold": args.threshold, "max_people": args.max_people,
+                                       "return_image": args.images})
     except BadParameter as exc:
         parser.error(exc.message)
     try:

@@ -26,7 +26,8 @@ from local import function
 
 sys.path.insert(0, str(function.ROOT / "handler"))
 from pose.errors import BadParameter  # noqa: E402
-from pose.records import Options  # noqa: E402
+from pose.options import Options  # noqa: E402
+from pose.records import job_options  # noqa: E402
 
 DONE_ITEMS = ("succeeded", "failed", "timedOut", "aborted")
 
@@ -53,10 +54,10 @@ def stack_outputs(cloudformation, stack: str) -> dict[str, str]:
 def execution_input(source: tuple[str, str], target: tuple[str, str], options: Options) -> dict:
     """The state machine's input (statemachine/batch.asl.json); checked as the batch function will check it."""
     job = {"input": {"bucket": source[0], "prefix": source[1]}, "output": {"bucket": target[0], "prefix": target[1]},
-           "return_image": options.annotate, "max_people": options.max_people}
+           "return_image": options.return_image, "max_people": options.max_people}
     if options.threshold is not None:
         job["threshold"] = options.threshold
-    Options.from_job(job)
+    job_options(job)
     return job
 
 
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stack", required=True, help="the deployed stack's name")
     parser.add_argument("--images", action="store_true", help="also write the annotated photos")
     parser.add_argument("--threshold", type=float, help="a joint is visible at this score (default: the model's)")
-    parser.add_argument("--max-people", type=int, default=Options().max_people)
+    parser.add_argument("--max-people", type=int, default=Options.max_people)
     parser.add_argument("--name", help="the execution's name (default: batch-<time>-<random>)")
     parser.add_argument("--no-wait", action="store_true", help="start it and return")
     parser.add_argument("--poll", type=float, default=5.0, help=argparse.SUPPRESS)

@@ -29,7 +29,7 @@ def pose_reply(app, pose_jpg):
 
 
 def test_pose_reply_has_every_documented_field(pose_reply, app):
-    card = app.MODEL.card
+    card = app.MODELS.pose.card
     assert set(pose_reply) == {"people", "joints", "keypoints", "skeleton", "image", "model", "detector",
                                "threshold", "timings_ms", "region", "annotated_image"}
     assert set(pose_reply["people"][0]) == {"score", "box", "joints", "keypoints", "region"}
@@ -50,7 +50,7 @@ def test_pose_reply_has_every_documented_field(pose_reply, app):
 def test_the_pose_model_looks_at_the_detected_person_box_widened_to_its_input(pose_reply, app):
     """pose.jpg: one person; the region is their box, 1.25x larger, widened to the model input's aspect
     (PP-TinyPose: 192 wide x 256 high, so his wide box, arms stretched out, sets the width)."""
-    spec = app.MODEL.card.input
+    spec = app.MODELS.pose.card.input
     aspect = spec.width / spec.height
     assert len(pose_reply["people"]) == 1
     box, region = pose_reply["people"][0]["box"], pose_reply["region"]
@@ -76,7 +76,7 @@ def test_a_person_small_in_the_photo_is_looked_at_closely(app, pose_reply):
                                   LambdaContext())
     reply = json.loads(response_body(response))
     region = reply["region"]
-    spec = app.MODEL.card.input
+    spec = app.MODELS.pose.card.input
     assert region is not None and region["width"] == pytest.approx(region["height"] * spec.width / spec.height, abs=1)
     assert 3000 / region["width"] >= 2  # at least twice as close as the whole scene
 
@@ -84,8 +84,8 @@ def test_a_person_small_in_the_photo_is_looked_at_closely(app, pose_reply):
                 for j in pose_reply["joints"] if j["visible"]}
     found = {j["name"]: (j["x"], j["y"]) for j in reply["joints"]}
     closer = np.array([np.hypot(*np.subtract(found[n], xy)) for n, xy in expected.items()])
-    one_pass = app.MODEL.estimate(np.asarray(scene), closer_look=False)
-    index = {name: i for i, name in enumerate(app.MODEL.card.joints)}
+    one_pass = app.MODELS.pose.estimate(np.asarray(scene))
+    index = {name: i for i, name in enumerate(app.MODELS.pose.card.joints)}
     single = np.array([np.hypot(*np.subtract(one_pass.points[index[n]], xy)) for n, xy in expected.items()])
     print(f"median error vs pose.jpg's joints: closer look {np.median(closer):.1f} px, one pass {np.median(single):.1f} px")
     assert np.median(closer) < 0.03 * photo.height * k  # about where the full-size photo puts them
@@ -195,8 +195,8 @@ def test_bad_request_gets_its_status_and_the_next_request_still_works(call, pose
 def test_health_describes_the_model_and_says_warm_after_a_request(call, app, pose_reply):
     status, health, _ = call(proxy_event("GET", "/health"))
     assert status == 200 and health["warm"] is True
-    assert health["sha256"] == app.MODEL.sha256 and health["model"]["name"] == app.MODEL.card.name
-    assert health["model"]["joints"] == list(app.MODEL.card.joints)
+    assert health["sha256"] == app.MODELS.pose.sha256 and health["model"]["name"] == app.MODELS.pose.card.name
+    assert health["model"]["joints"] == list(app.MODELS.pose.card.joints)
 
 
 def test_cors_preflight_allows_the_configured_origin(call):

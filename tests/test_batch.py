@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from pose.image import decode as decode_image
+from pose.image import read_photo
 from pose.image import prepare
 from pose.model import PoseModel
 
@@ -36,7 +36,7 @@ def crops(model: PoseModel) -> list[np.ndarray]:
     """Five different real crops as the model's batch-1 input tensors, prepared by the service's code."""
     out = []
     for name, (x0, y0, x1, y1) in CROPS:
-        rgb = decode_image((DATA / name).read_bytes())
+        rgb = read_photo((DATA / name).read_bytes())
         h, w = rgb.shape[:2]
         part = rgb[round(y0 * h):round(y1 * h), round(x0 * w):round(x1 * w)]
         out.append(prepare(part, model.card.input)[0])

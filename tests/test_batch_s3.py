@@ -28,6 +28,7 @@ pytest.importorskip("moto.server")
 sys.path.insert(0, str(ROOT / "handler"))
 import gather  # noqa: E402
 from pose import records  # noqa: E402
+from pose.pipeline import MAX_PEOPLE  # noqa: E402
 
 PHOTOS, RESULTS = "photos", "results"
 IN, OUT = "in/", "run/"
@@ -316,7 +317,7 @@ def test_s3_refusing_one_photo_makes_that_photo_an_error_record_and_the_batch_ke
                                                                                               troubled):
     s3, items, job = troubled
     assert len((IN + LONG_NAME).encode()) == 1020 and len(items) == 5
-    summary = batch_function.run_batch(s3, items, job, EXECUTION, batch_function.MODEL, batch_function.DETECTOR)
+    summary = batch_function.run_batch(s3, items, job, EXECUTION, batch_function.MODELS)
     assert summary["photos"] == 5 and summary["errors"] == 3 and summary["people"] >= 2
     gathered = gather.gather_s3(s3, TROUBLED_OUT, OUT, EXECUTION)
     lines = [json.loads(line) for line in
@@ -372,7 +373,7 @@ def test_s3_failing_on_one_photo_fails_the_batch_and_writes_no_part(batch_functi
     slow = like_s3(s3.meta.endpoint_url, {IN + "pose.jpg": (503, "SlowDown")})
     job = {**job, "output": {"bucket": TROUBLED_OUT, "prefix": "slow/"}}
     with pytest.raises(ClientError, match="SlowDown"):
-        batch_function.run_batch(slow, items, job, EXECUTION, batch_function.MODEL, batch_function.DETECTOR)
+        batch_function.run_batch(slow, items, job, EXECUTION, batch_function.MODELS)
     assert not any(key.startswith("slow/parts/") for key in every_key(s3)[TROUBLED_OUT])
 
 
@@ -533,7 +534,7 @@ def test_make_batch_s3_starts_an_execution_with_the_job_and_prints_its_console_l
     assert execution["name"] == "first"
     assert json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"]) == {
         "input": {"bucket": PHOTOS, "prefix": IN + "sub/"}, "output": {"bucket": RESULTS, "prefix": OUT + "today/"},
-        "return_image": True, "max_people": records.MAX_PEOPLE, "threshold": 0.5}
+        "return_image": True, "max_people": MAX_PEOPLE, "threshold": 0.5}
     assert "https://us-east-1.console.aws.amazon.com/states/home?region=us-east-1#/v2/executions/details/" \
            "arn%3Aaws%3Astates%3Aus-east-1%3A" in done.stdout
 

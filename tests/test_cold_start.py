@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, served_model
-from pose.model import sha256_of
+from pose.source import sha256_of
 from test_template import TEMPLATE, evaluate, holds, parameter_values, refused_by, translate
 
 sys.path.insert(0, str(ROOT / "build"))
@@ -108,7 +108,8 @@ DEPS_PACKAGES = ("numpy", "onnxruntime", "PIL", "aws_lambda_powertools")
 START = r"""
 import importlib, json, sys, types
 module = importlib.import_module(sys.argv[1])  # the cold start: the models are loaded here
-out = {"model": module.MODEL.sha256, "detector": module.DETECTOR is not None} if hasattr(module, "MODEL") else {}
+models = getattr(module, "MODELS", None)
+out = {"model": models.pose.sha256, "detector": models.detector is not None} if models else {}
 out["imported"] = [m for m in sys.argv[3:] if m in sys.modules]
 if sys.argv[2]:
     context = types.SimpleNamespace(

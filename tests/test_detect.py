@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from pose import card as model_card
 from pose import detect
 from pose.errors import ModelError
-from pose.image import decode
+from pose.image import read_photo
 
 from conftest import DATA, EVAL, ROOT
 from local import catalog
@@ -80,7 +80,7 @@ def test_a_hot_cell_decodes_to_its_exact_box():
     # stride 8 on a 48-wide input: 6 cells a row; cell 8 is column 2, row 1: centre (20, 12) in pixel-edge units
     out["s8"][0, 8, 0] = 0.9
     out["b8"][0, 8] = one_hot_sides(11, (2, 1, 3, 0))
-    boxes, scores = detect.decode(c.output, out, 48, 32, 0.4)
+    boxes, scores = detect.decode_boxes(c.output, out, 48, 32, 0.4)
     assert scores.tolist() == [pytest.approx(0.9)]
     # left 2 strides, top 1, right 3, bottom 0 -> edges (4, 4, 44, 12), then half a pixel to centre units
     np.testing.assert_allclose(boxes, [[3.5, 3.5, 43.5, 11.5]], atol=1e-9)
@@ -91,7 +91,7 @@ def test_cells_of_the_coarser_grid_use_its_stride_and_row_width():
     out = blank_outputs(c)
     out["s16"][0, 4, 0] = 0.7  # 3 cells a row: column 1, row 1, centre (24, 24)
     out["b16"][0, 4] = one_hot_sides(11, (1, 1, 1, 1))
-    boxes, _ = detect.decode(c.output, out, 48, 32, 0.4)
+    boxes, _ = detect.decode_boxes(c.output, out, 48, 32, 0.4)
     np.testing.assert_allclose(boxes, [[7.5, 7.5, 39.5, 39.5]], atol=1e-9)
 
 
@@ -101,7 +101,7 @@ def test_only_the_cards_class_above_the_threshold_is_decoded():
     out["s8"][0, 3, 1] = 0.99  # another class
     out["s8"][0, 5, 0] = 0.39  # just below
     out["s8"][0, 7, 0] = 0.41
-    boxes, scores = detect.decode(c.output, out, 48, 32, 0.4)
+    boxes, scores = detect.decode_boxes(c.output, out, 48, 32, 0.4)
     assert len(boxes) == 1 and scores[0] == pytest.approx(0.41)
 
 
@@ -223,7 +223,7 @@ def test_bundled_detector_card_matches_its_graph(detector):
 
 
 def test_finds_the_three_astronauts_in_pilots_jpg(detector):
-    rgb = decode((DATA / "Pilots.jpg").read_bytes())  # 600 x 471: three men side by side, shoulders to knees
+    rgb = read_photo((DATA / "Pilots.jpg").read_bytes())  # 600 x 471: three men side by side, shoulders to knees
     found = detector(rgb)
     assert len(found) >= 3, found.scores
     assert np.all(np.diff(found.scores) <= 0)
@@ -244,7 +244,7 @@ def any_detector(request) -> detect.Detector:
 
 
 def test_finds_the_one_person_in_pose_jpg_and_covers_him(any_detector):
-    rgb = decode((DATA / "pose.jpg").read_bytes())  # 1000 x 667: one man, arms stretched out
+    rgb = read_photo((DATA / "pose.jpg").read_bytes())  # 1000 x 667: one man, arms stretched out
     found = any_detector(rgb)
     assert len(found) == 1, (found.boxes, found.scores)
     # his extent by eye: left hand x 245, right hand x 755, hair y 240, feet y 640
@@ -254,7 +254,7 @@ def test_finds_the_one_person_in_pose_jpg_and_covers_him(any_detector):
 
 def test_every_cell_above_a_zero_threshold_still_gives_at_most_max_detections(detector):
     """All 3549 cells pass: only the best MAX_CANDIDATES reach NMS (its IoU matrix is their square)."""
-    found = detector(decode((DATA / "Pilots.jpg").read_bytes()), score_threshold=0.0, max_detections=50)
+    found = detector(read_photo((DATA / "Pilots.jpg").read_bytes()), score_threshold=0.0, max_detections=50)
     assert len(found) == 50 and np.all(np.diff(found.scores) <= 0)
     assert found.scores[0] > 0.5
 
@@ -333,7 +333,7 @@ def test_dets_rows_of_the_cards_class_above_the_threshold_come_back_in_pixel_cen
 def test_dets_of_a_one_class_card_keep_every_label_and_never_the_padding_row():
     c = dets_card(**{"class": None})
     outputs = detect.Detector(dets_session(ROWS, LABELS), c).run(np.zeros((1, 3, 32, 48), np.float32))
-    _, scores = detect.decode(c.output, outputs, 48, 32, 0.0)
+    _, scores = detect.decode_boxes(c.output, outputs, 48, 32, 0.0)
     np.testing.assert_allclose(np.sort(scores)[::-1], [0.9, 0.8, 0.7, 0.45, 0.3], rtol=1e-6)
 
 
@@ -412,7 +412,7 @@ def test_rtmdet_card_matches_its_graph(rtmdet):
 
 
 def test_rtmdet_finds_the_three_astronauts_in_pilots_jpg(rtmdet):
-    found = rtmdet(decode((DATA / "Pilots.jpg").read_bytes()))
+    found = rtmdet(read_photo((DATA / "Pilots.jpg").read_bytes()))
     assert len(found) == 3, (found.boxes, found.scores)  # the fourth row scores 0.13
     centres = np.sort((found.boxes[:, 0] + found.boxes[:, 2]) / 2)
     assert centres[0] < 200 and 220 < centres[1] < 380 and centres[2] > 400, found.boxes

@@ -18,15 +18,15 @@ import pytest
 from conftest import EVAL, ROOT, local_server, served_model
 from build import evaluate
 from local import function
-from pose.model import PoseModel, load_detector_from_env
+from pose.detect import open_detector
+from pose.model import PoseModel
 
 
 def served_pipeline(threads: int = 1) -> evaluate.Pipeline:
     """The default model and the bundled detector in process, as the function loads them."""
     detector = function.detector_path()
     return evaluate.Pipeline(PoseModel(served_model(), threads=threads),
-                             load_detector_from_env({"DETECTOR_PATH": str(detector) if detector.is_file() else "none",
-                                                     "MODEL_THREADS": str(threads)}))
+                             open_detector(detector, threads=threads) if detector.is_file() else None)
 
 
 def post_pose(base: str, data: bytes) -> dict:
@@ -79,7 +79,7 @@ def test_the_closer_look_helps_on_whole_photos_and_costs_little_on_tight_crops(e
     TinyPose OKS 72.7 -> 72.9, MoveNet 67.6 -> 67.1."""
     model = PoseModel(served_model(name), threads=2)
     one_pass = evaluate.report(evaluate.run(evaluate.OnePass(model)))
-    closer = evaluate.report(evaluate.run(model))
+    closer = evaluate.report(evaluate.run(evaluate.Served(model)))
     print(json.dumps({"one_pass": one_pass, "closer_look": closer}, indent=1))
     assert closer["whole/coco"]["oks"] >= one_pass["whole/coco"]["oks"] + 5
     assert closer["whole/coco/no-train"]["oks"] >= one_pass["whole/coco/no-train"]["oks"] + 3

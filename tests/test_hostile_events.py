@@ -173,10 +173,10 @@ def test_max_people_must_be_ascii_digits(call, pose_jpg, value):
 
 def test_a_reply_with_a_nan_in_it_is_a_500_not_invalid_json(app, monkeypatch, pose_jpg):
     """The last line of defence: json.dumps refuses NaN, so the client gets a valid JSON 500."""
-    import app as handler
+    from pose import service
 
-    original = handler.to_json
-    monkeypatch.setattr(handler, "to_json", lambda *a, **k: {**original(*a, **k), "score": float("nan")})
+    original = service.to_json
+    monkeypatch.setattr(service, "to_json", lambda *a, **k: {**original(*a, **k), "score": float("nan")})
     response = app.lambda_handler(json_event("/pose", {"image": b64(pose_jpg), "return_image": False}),
                                   LambdaContext())
     assert response["statusCode"] == 500
@@ -186,8 +186,8 @@ def test_a_reply_with_a_nan_in_it_is_a_500_not_invalid_json(app, monkeypatch, po
 @pytest.mark.parametrize("output", ["nan", "inf", "-inf"])
 def test_a_model_that_outputs_non_finite_numbers_gets_a_valid_reply(app, monkeypatch, pose_jpg, output):
     """Nothing downstream of the model turns a NaN or an infinity into one in the reply."""
-    original = app.MODEL.run
-    monkeypatch.setattr(app.MODEL, "run", lambda tensor: original(tensor) * float(output))
+    original = app.MODELS.pose.run
+    monkeypatch.setattr(app.MODELS.pose, "run", lambda tensor: original(tensor) * float(output))
     response = app.lambda_handler(json_event("/pose", {"image": b64(pose_jpg)}), LambdaContext())
     assert response["statusCode"] == 200
     reply = strict_json(response_body(response))
@@ -202,19 +202,19 @@ def test_a_detector_that_outputs_non_finite_numbers_finds_nobody_and_the_reply_i
     """The bundled FP32 detector with its outputs made NaN or infinite: no box, the whole photo's person."""
     from conftest import ROOT
     from pose import image
-    from pose.model import load_detector_from_env
+    from pose.detect import open_detector
     from pose.pipeline import estimate_people
     from pose.reply import annotated_image, to_json
 
-    detector = load_detector_from_env({"DETECTOR_PATH": str(ROOT / "models" / "nanodet.onnx"), "MODEL_THREADS": "1"})
+    detector = open_detector(ROOT / "models" / "nanodet.onnx", threads=1)
     run = detector.run
     detector.run = lambda tensor: {k: v * float(output) for k, v in run(tensor).items()}
-    rgb = image.decode(pose_jpg)
-    found = estimate_people(rgb, app.MODEL, detector)
+    rgb = image.read_photo(pose_jpg)
+    found = estimate_people(rgb, app.MODELS.pose, detector)
     assert len(found.people) == 1  # nobody detected: the whole photo's one person
-    reply = to_json(found, app.MODEL.card, 0.5, (rgb.shape[1], rgb.shape[0]), {})
+    reply = to_json(found, app.MODELS.pose.card, 0.5, (rgb.shape[1], rgb.shape[0]), {})
     strict_json(json.dumps(reply, allow_nan=False))
-    annotated_image(rgb, found, app.MODEL.card, 0.5)
+    annotated_image(rgb, found, app.MODELS.pose.card, 0.5)
 
 
 # Bodies shaped to make a pass over the request text slow: each is answered in time linear in its length.

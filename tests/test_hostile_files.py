@@ -139,7 +139,7 @@ def test_a_tiff_holding_a_jpeg_with_too_many_scans_is_refused(call, scans):
 
 def test_a_tiff_holding_a_jpeg_at_the_scan_limit_is_decoded():
     jpeg = limits.progressive_jpeg(limits.flat(300, 200), image.MAX_JPEG_SCANS)
-    rgb = image.decode(tiff_holding_jpeg(jpeg, 300, 200))
+    rgb = image.read_photo(tiff_holding_jpeg(jpeg, 300, 200))
     assert rgb.shape == (200, 300, 3) and np.abs(rgb.astype(int) - (120, 130, 140)).max() <= 2
 
 
@@ -168,7 +168,7 @@ def test_the_decode_budget_stops_a_scan_bomb_part_way(monkeypatch):
     monkeypatch.setattr(image, "MAX_JPEG_SEGMENTS", 10 ** 6)
     monkeypatch.setattr(image._Budgeted, "read", counting)
     with pytest.raises(TooLarge, match="to decode"):
-        image.decode(data, budget_s=1.0)
+        image.read_photo(data, budget_s=1.0)
     assert sum(read) < len(data) / 4, (sum(read), len(data))
 
 
@@ -224,7 +224,7 @@ from build.limits import peak_mb
 from pose import image
 data = Path(sys.argv[1]).read_bytes()
 before = peak_mb()
-rgb = image.decode(data)
+rgb = image.read_photo(data)
 print(rgb.shape, peak_mb() - before)
 """
 
@@ -311,7 +311,7 @@ def test_unreadable_exif_leaves_the_photo_as_stored(call, pose_jpg, name):
 def test_tiff_orientation_with_a_badly_typed_tag_is_turned_upright(gray):
     stored = np.ascontiguousarray(np.rot90(gray, 1))  # as a camera would store orientation 6
     data = tiff_file(stored, {274: (3, 1, struct.pack("<H", 6)), 282: (2, 4, b"72\0\0")})
-    assert np.array_equal(image.decode(data)[:, :, 0], gray)
+    assert np.array_equal(image.read_photo(data)[:, :, 0], gray)
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
@@ -386,7 +386,7 @@ def test_every_tiff_tag_with_every_type_is_answered_without_a_crash(gray):
             for kind in range(0, 19):
                 for value in values:
                     try:
-                        image.decode(tiff_file(pixels, {tag: (kind, 1, value)}))
+                        image.read_photo(tiff_file(pixels, {tag: (kind, 1, value)}))
                         outcome = "decoded"
                     except PoseError as exc:
                         outcome = f"{exc.status}"
@@ -419,7 +419,7 @@ SAME_PIXELS = {  # name: the 8-bit gray photo stored another way, decoded to exa
 @pytest.mark.parametrize("name", list(SAME_PIXELS))
 def test_deep_and_float_images_decode_to_the_8bit_photos_pixels_and_pose(call, gray, gray_reply, name):
     data = SAME_PIXELS[name](gray)
-    rgb = image.decode(data)
+    rgb = image.read_photo(data)
     assert np.array_equal(rgb, np.repeat(gray[:, :, None], 3, axis=2))
     status, reply = send(call, data)
     assert status == 200 and joints(reply) == joints(gray_reply)
@@ -450,7 +450,7 @@ def test_pixels_without_a_known_black_and_white_are_415_saying_why(call, gray, n
 
 
 def test_a_uniform_float_image_is_uniform_gray_not_refused():
-    rgb = image.decode(tiff_of(np.full((20, 30), 0.5, np.float32)))
+    rgb = image.read_photo(tiff_of(np.full((20, 30), 0.5, np.float32)))
     assert rgb.shape == (20, 30, 3) and (rgb == 128).all()
 
 

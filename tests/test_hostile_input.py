@@ -192,7 +192,7 @@ def test_a_1x1_image_gets_a_pose_reply(call, app, fmt):
     status, reply, _ = call(json_event("/pose", {"image": b64(data)}))
     assert status == 200, reply
     assert reply["image"] == {"width": 1, "height": 1}
-    assert len(reply["joints"]) == len(app.MODEL.card.joints)
+    assert len(reply["joints"]) == len(app.MODELS.pose.card.joints)
     assert all(np.isfinite([j["x"], j["y"], j["score"]]).all() for j in reply["joints"])
     png = Image.open(io.BytesIO(base64.b64decode(reply["annotated_image"].split(",", 1)[1])))
     assert png.size == (1, 1)
@@ -495,7 +495,7 @@ def test_random_input_never_gets_a_5xx_and_the_next_request_is_answered(app, pos
         seen[status] = seen.get(status, 0) + 1
         assert status < 500, body
         if status == 200:
-            assert len(body["joints"]) == len(app.MODEL.card.joints)
+            assert len(body["joints"]) == len(app.MODELS.pose.card.joints)
             assert all(np.isfinite([j["x"], j["y"], j["score"]]).all() for j in body["joints"])
         else:
             assert status in CLIENT_ERRORS and body["error"]["code"] == CLIENT_ERRORS[status], body
@@ -572,10 +572,12 @@ def test_an_internal_error_is_a_500_with_a_request_id_the_logs_can_be_searched_b
         raise RuntimeError(f"boom {MARKER} at /var/task/pose/model.py line 1")
 
     if where == "estimate":  # the pose run: on the detector's crops (look) or on the whole photo (estimate)
-        monkeypatch.setattr(app.MODEL, "estimate", explode)
-        monkeypatch.setattr(app.MODEL, "look", explode)
+        monkeypatch.setattr(app.MODELS.pose, "estimate", explode)
+        monkeypatch.setattr(app.MODELS.pose, "look", explode)
     else:
-        monkeypatch.setattr(app.image, "decode", explode)
+        from pose import image
+
+        monkeypatch.setattr(image, "read_photo", explode)
     context = LambdaContext()
     image_b64 = b64(pose_jpg)
     response = app.lambda_handler(json_event("/pose", {"image": image_b64, "note": MARKER}), context)

@@ -56,7 +56,7 @@ def test_the_palette_png_draws_each_joint_in_its_exact_colour(app, replies):
              and np.sort(np.hypot(*(everyone - [j["x"], j["y"]]).T))[1] > 3 * radius]
     assert len(alone) >= 8
     for j in alone:
-        side = app.MODEL.card.sides[j["id"]]
+        side = app.MODELS.pose.card.sides[j["id"]]
         assert tuple(rgb[round(j["y"]), round(j["x"])]) == draw.COLORS[side], j["name"]
 
 
@@ -91,15 +91,15 @@ def test_an_unknown_image_format_is_a_bad_parameter(call, pose_jpg, value):
 def test_an_image_too_large_in_its_format_falls_back_to_jpeg(app, pose_jpg, monkeypatch):
     """The reply must stay under Lambda's 6 MB: an image over MAX_ANNOTATED_BYTES is sent as a JPEG."""
     from pose import reply as reply_module
-    from pose.image import decode
+    from pose.image import read_photo
     from pose.pipeline import estimate_people
 
-    rgb = decode(pose_jpg)
-    found = estimate_people(rgb, app.MODEL, app.DETECTOR)
-    media_type, data = reply_module.annotated_image(rgb, found, app.MODEL.card, 0.5, "webp")
+    rgb = read_photo(pose_jpg)
+    found = estimate_people(rgb, app.MODELS.pose, app.MODELS.detector)
+    media_type, data = reply_module.annotated_image(rgb, found, app.MODELS.pose.card, 0.5, "webp")
     assert media_type == "image/webp"
     monkeypatch.setattr(reply_module, "MAX_ANNOTATED_BYTES", len(data) - 1)
-    media_type, fallback = reply_module.annotated_image(rgb, found, app.MODEL.card, 0.5, "webp")
+    media_type, fallback = reply_module.annotated_image(rgb, found, app.MODELS.pose.card, 0.5, "webp")
     assert media_type == "image/jpeg" and Image.open(io.BytesIO(fallback)).format == "JPEG"
 
 
@@ -108,13 +108,13 @@ def test_the_palette_png_renders_in_well_under_the_time_of_a_truecolour_png(app,
     former default, which took longer than the model itself). Medians of the paired ratios."""
     import time
 
-    from pose.image import decode
+    from pose.image import read_photo
     from pose.pipeline import estimate_people
 
-    rgb = decode(pose_jpg)
-    found = estimate_people(rgb, app.MODEL, app.DETECTOR)
+    rgb = read_photo(pose_jpg)
+    found = estimate_people(rgb, app.MODELS.pose, app.MODELS.detector)
     marks = [(p.points, p.scores >= 0.5, p.box) for p in found.people]
-    card = app.MODEL.card
+    card = app.MODELS.pose.card
 
     def served() -> None:
         draw.encode(draw.annotate(rgb, marks, card.sides, card.skeleton, palette=True), "png")

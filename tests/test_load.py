@@ -170,7 +170,7 @@ def test_1000_sequential_invocations_do_not_grow_memory(app):
     small.save(buf, format="JPEG", quality=90)
     image = base64.b64encode(buf.getvalue()).decode()
     events = [json_event("/pose", {"image": image, "return_image": flag}) for flag in (False, True)]
-    n_joints = len(app.MODEL.card.joints)
+    n_joints = len(app.MODELS.pose.card.joints)
     first = None
     rss = {}
     for i in range(1, 1001):

@@ -204,5 +204,5 @@ def test_the_in_process_function_reports_the_file_it_loaded(app):
 
     health = json.loads(response_body(app.lambda_handler(proxy_event("GET", "/health"), LambdaContext())))
     path = Path(os.environ["MODEL_PATH"])
-    assert health["sha256"] == sha256(path) == app.MODEL.sha256
+    assert health["sha256"] == sha256(path) == app.MODELS.pose.sha256
     assert health["model"] == card_of(path)

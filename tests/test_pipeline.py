@@ -11,8 +11,9 @@ from PIL import Image
 from conftest import DATA, served_model
 from local import function
 from pose import image
-from pose.model import Estimate, PoseModel, load_detector_from_env
-from pose.pipeline import Person, estimate_people, main_person, oks, oks_nms
+from pose.detect import open_detector
+from pose.model import Estimate, PoseModel
+from pose.pipeline import Person, estimate_people, estimate_person, main_person, oks, oks_nms
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def pose_model() -> PoseModel:
 
 @pytest.fixture(scope="module")
 def detector():
-    return load_detector_from_env({"DETECTOR_PATH": str(function.detector_path()), "MODEL_THREADS": "2"})
+    return open_detector(function.detector_path(), threads=2)
 
 
 def person(points, score: float, box=(0.0, 0.0, 100.0, 200.0)) -> Person:
@@ -57,7 +58,7 @@ def scene_of_two(k: float = 0.45) -> tuple[np.ndarray, list[tuple[int, int]], fl
 
 
 def test_two_people_in_one_photo_come_back_as_two_each_where_they_stand(pose_model, detector, pose_jpg):
-    alone = estimate_people(image.decode(pose_jpg), pose_model, detector).people[0]
+    alone = estimate_people(image.read_photo(pose_jpg), pose_model, detector).people[0]
     sure = alone.scores >= 0.6
     rgb, spots, k = scene_of_two()
     people = estimate_people(rgb, pose_model, detector).people
@@ -85,7 +86,7 @@ def test_all_people_run_in_one_batch_with_the_same_joints_as_a_run_each(detector
 
 
 def test_max_people_keeps_the_best_scored(pose_model, detector):
-    pilots = image.decode((DATA / "Pilots.jpg").read_bytes())
+    pilots = image.read_photo((DATA / "Pilots.jpg").read_bytes())
     every = estimate_people(pilots, pose_model, detector, max_people=20).people
     assert len(every) >= 3
     rest = [p.score for p in every[1:]]  # the main person first, then best score first
@@ -130,13 +131,13 @@ def test_a_large_person_beside_a_small_one_is_people_0(pose_model, detector):
 def test_a_person_the_detector_misses_is_still_answered_as_a_one_person_reply(pose_model, detector, pose_jpg):
     """A tight crop of pose.jpg cut at the knees and elbows: the detector may find a box or not; the
     pose model's own look at the photo finds the person, so people[0] is where the person is."""
-    rgb = image.decode(pose_jpg)
-    alone = pose_model.estimate(rgb)
+    rgb = image.read_photo(pose_jpg)
+    alone = estimate_person(rgb, pose_model)
     sure = alone.scores >= 0.6
     (x0, y0), (x1, y1) = alone.points[sure].min(axis=0), alone.points[sure].max(axis=0)
     cut = rgb[int(y0 + 0.2 * (y1 - y0)):int(y1 - 0.2 * (y1 - y0)), int(x0 + 0.15 * (x1 - x0)):int(x1 - 0.15 * (x1 - x0))]
     people = estimate_people(np.ascontiguousarray(cut), pose_model, detector).people
-    whole = pose_model.estimate(np.ascontiguousarray(cut))
+    whole = estimate_person(np.ascontiguousarray(cut), pose_model)
     placed = whole.scores >= 0.3
     assert oks(people[0], person(whole.points, 0.0, people[0].box), placed) > 0.5
 

@@ -134,7 +134,7 @@ def test_card_survives_rewrite_and_quantization_and_the_service_loads_the_model(
     assert cal["rewritten_nodes"] == [f"/deconv_layers/deconv_layers.{i}/ConvTranspose" for i in (0, 3, 6)]
     model = PoseModel(sb_int8[0], threads=2)  # the service's loader: parses the card, checks names
     model.warm_up()
-    est = model.estimate(pose_image.decode((DATA / "pose.jpg").read_bytes()))
+    est = model.estimate(pose_image.read_photo((DATA / "pose.jpg").read_bytes()))
     assert est.points.shape == (16, 2) and est.scores.shape == (16,)
 
 

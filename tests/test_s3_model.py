@@ -130,7 +130,8 @@ def test_the_model_from_s3_answers_a_pose_request_and_its_tmp_copy_is_reused(end
     assert status == 200 and health["sha256"] == sha256(served_model())
     status, pose = first["POSE"]
     assert status == 200 and pose["model"]["sha256"] == sha256(served_model())
-    assert pose["model"]["name"] == app.MODEL.card.name and len(pose["joints"]) == len(app.MODEL.card.joints)
+    card = app.MODELS.pose.card
+    assert pose["model"]["name"] == card.name and len(pose["joints"]) == len(card.joints)
     local = json.loads(response_body(app.lambda_handler(
         json_event("/pose", {"image": base64.b64encode(pose_jpg).decode(), "return_image": False}), LambdaContext())))
     assert np.allclose([(j["x"], j["y"]) for j in pose["joints"]], [(j["x"], j["y"]) for j in local["joints"]],

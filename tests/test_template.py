@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from pose.model import DEFAULT_DETECTOR_PATH, DEFAULT_MODEL_PATH
+from pose.settings import DEFAULT_DETECTOR_PATH, DEFAULT_MODEL_PATH
 
 from local import catalog
 

@@ -19,9 +19,10 @@ import pytest
 from build import cards, convert_openvino
 from conftest import DATA, ROOT, served_model
 from pose.detect import open_detector
-from pose.image import decode
-from pose.model import PoseModel, sha256_of
+from pose.image import read_photo
+from pose.model import PoseModel
 from pose.pipeline import estimate_people
+from pose.source import sha256_of
 
 MODEL = convert_openvino.OUT
 DETECTOR = ROOT / "models" / "int8" / "nanodet.int8.onnx"
@@ -82,7 +83,7 @@ def test_an_op_it_does_not_know_is_refused_by_name():
 def test_served_it_places_pose_jpg_joints_where_movenet_does():
     """The service's pipeline with the bundled detector: one person, each joint within 5% of their box's
     diagonal from MoveNet Thunder's (the default before; measured: at most 1.9%), and confidently scored."""
-    rgb = decode((DATA / "pose.jpg").read_bytes())
+    rgb = read_photo((DATA / "pose.jpg").read_bytes())
     detector = open_detector(DETECTOR, threads=1)
     tiny = estimate_people(rgb, PoseModel(MODEL, threads=1), detector).people
     movenet = estimate_people(rgb, PoseModel(served_model("movenet-thunder"), threads=1), detector).people

@@ -192,6 +192,17 @@ def test_the_handler_serves_a_yolo_pose_model_with_the_same_reply(tmp_path):
     assert first["keypoints"][:3] == [17.5, 11.5, 2] and first["joints"][0]["score"] == pytest.approx(0.8)
     assert first["box"] == {"left": 14.5, "top": 9.5, "width": 10.0, "height": 20.0} and first["region"] is None
     assert reply["model"]["name"] == "yolo-pose-synthetic" and reply["threshold"] == 0.5
+    assert reply["detector"] is None  # the layer's detector is not even opened for a model that finds people
+
+
+def test_the_detector_is_loaded_only_for_a_model_that_uses_it(tmp_path):
+    from local import function
+    from pose.service import load_models
+
+    env = {"DETECTOR_PATH": str(function.detector_path()), "MODEL_THREADS": "1"}
+    own = load_models({**env, "MODEL_PATH": str(yolo_file(tmp_path / "a.onnx", ROWS))})
+    crops = load_models({**env, "MODEL_PATH": str(yolo_file(tmp_path / "b.onnx", ROWS, card_dict(person_detector=True)))})
+    assert own.detector is None and crops.detector is not None
 
 
 def ultralytics_export(path: Path, joints: int = 17, side: int = 64, task: str = "pose") -> Path:

@@ -28,7 +28,7 @@ from . import card as model_card
 from .card import BoxesSpec, DetectorCard, DetsSpec, InputSpec
 from .errors import ModelError
 from .image import Letterbox, to_tensor
-from .model import open_session
+from .session import open_session
 
 RESIZES = ("letterbox", "stretch")
 MAX_CANDIDATES = 1000  # best-scored cells that go into NMS (its IoU matrix is candidates squared)
@@ -64,8 +64,8 @@ def softmax_expectation(logits: np.ndarray) -> np.ndarray:
     return (z * np.arange(logits.shape[-1])).sum(axis=-1) / z.sum(axis=-1)
 
 
-def decode(spec: BoxesSpec | DetsSpec, outputs: Mapping[str, np.ndarray], in_w: int, in_h: int,
-           score_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def decode_boxes(spec: BoxesSpec | DetsSpec, outputs: Mapping[str, np.ndarray], in_w: int, in_h: int,
+                 score_threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """The detector's outputs (batch of 1) -> ((N, 4) boxes in input pixels, (N,) scores) of the card's
     class scoring at least ``score_threshold``, in no particular order, by the decoder of the output kind."""
     boxes, scores = KINDS[spec.kind].decode(spec, outputs, in_w, in_h, score_threshold)
@@ -207,7 +207,7 @@ class Detector:
         t1 = time.perf_counter()
         outputs = self.run(tensor)
         t2 = time.perf_counter()
-        boxes, scores = decode(self.card.output, outputs, spec.width, spec.height, threshold)
+        boxes, scores = decode_boxes(self.card.output, outputs, spec.width, spec.height, threshold)
         best = np.argsort(-scores, kind="stable")[:MAX_CANDIDATES]
         boxes, scores = boxes[best], scores[best]
         keep = nms(boxes, scores, iou, max_detections)

@@ -52,9 +52,9 @@ _JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # not stuffing, a resta
 _LEVELS_16 = np.rint(np.arange(65536) * (255 / 65535)).astype(np.uint8)
 
 
-def decode(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS,
-           budget_s: float | None = None) -> np.ndarray:
-    """Decode image bytes to an (H, W, 3) uint8 RGB array, upright (EXIF orientation applied).
+def read_photo(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS,
+               budget_s: float | None = None) -> np.ndarray:
+    """The bytes of a photo -> an (H, W, 3) uint8 RGB array, upright (EXIF orientation applied).
 
     Grayscale, palette, RGBA (composited on white), CMYK, 16-bit, 32-bit and float images and
     animated images (first frame) all come out as 8-bit RGB. Raises TooLarge or UnsupportedImage;

@@ -9,8 +9,8 @@
 
 The main person is the one the pose model finds when it looks at the whole photo, as a
 single-person service does (that look rides in the same batch as the crops, then takes its closer
-look, model.py): the detected person whose joints match that look (OKS >= 0.3 over the joints it
-placed with some confidence) comes first, if the detector and the pose model are at least half as sure
+look, closer_look below): the detected person whose joints match that look (OKS >= 0.3 over the joints
+it placed with some confidence) comes first, if the detector and the pose model are at least half as sure
 of them as of the best-scored person. When no detected person matches it, a single-person model's
 look (card `whole_photo`, MoveNet's) is itself the main person: the detector missed someone the model
 sees (cut by the photo's edges, say); for a top-down model (PP-TinyPose) the most prominent person
@@ -21,7 +21,7 @@ match (or that look itself, when it matched nobody) put an unlabelled person fir
 figures).
 
 When the detector finds nobody (or there is no detector), the pose model looks at the whole photo,
-with its closer look (model.py), so a photo of one person never answers with nobody.
+with its closer look (closer_look below), so a photo of one person never answers with nobody.
 
 A single-stage model (card output kind ``yolo_pose``) finds the people itself: unless its card asks for
 the detector's crops and there is a detector, one run on the letterboxed photo gives its candidates, and
@@ -41,9 +41,9 @@ from .card import Card, ScoreMaps
 from .decode import yolo_pose_candidates
 from .image import prepare
 from .model import Estimate, PoseModel
-from .region import MIN_JOINTS, MIN_SCORE, Region, in_photo
+from .region import MIN_JOINTS, MIN_SCORE, Region, in_photo, person_region
 
-MAX_PEOPLE = 20  # the default of the request's max_people: COCO keypoint AP 48.2 against 44.3 at 10 (README)
+MAX_PEOPLE = 20  # the most a reply holds, max_people's default: COCO keypoint AP 48.2 against 44.3 at 10 (README)
 JOINT_SCORE_FLOOR = 0.2  # a person's score averages the joints scored above this (as Simple Baselines)
 OKS_SIGMA = 0.07  # one per-joint OKS sigma for every model (COCO's 17 average 0.072)
 OKS_NMS = 0.9  # two people whose joints agree this much (OKS) are one
@@ -84,7 +84,7 @@ def estimate_people(rgb: np.ndarray, pose: PoseModel, detector: Detector | None,
     found = detector(rgb) if detector is not None else None
     detect_ms = (time.perf_counter() - t0) * 1e3
     if found is None or len(found.scores) == 0:
-        est = pose.estimate(rgb)
+        est = estimate_person(rgb, pose)
         alone = Person(est.points, est.scores, _joint_confidence(est.scores), _extent(est, rgb), est.region)
         return People(probabilities([alone], pose.card.score_maps, rgb), {"detect": detect_ms, **est.timings_ms})
     boxes, box_scores = found.boxes[:max_people], found.scores[:max_people]
@@ -94,7 +94,7 @@ def estimate_people(rgb: np.ndarray, pose: PoseModel, detector: Detector | None,
     people = oks_nms([Person(p, s, float(b) * _joint_confidence(s), tuple(map(float, box)), r)
                       for p, s, b, box, r in zip(batch.points[1:], batch.scores[1:], box_scores, boxes, regions)])
     timings = {"detect": detect_ms, **batch.timings_ms}
-    whole = pose.closer_look(rgb, Estimate(batch.points[0], batch.scores[0]))
+    whole = closer_look(rgb, pose, Estimate(batch.points[0], batch.scores[0]))
     timings = {k: timings[k] + whole.timings_ms.get(k, 0.0) for k in timings}
     main = main_person(people, whole)
     if main is not None:
@@ -138,6 +138,27 @@ def own_people(rgb: np.ndarray, pose: PoseModel, max_people: int = MAX_PEOPLE) -
     timings = {"detect": 0.0, "preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3,
                "postprocess": (t3 - t2) * 1e3}
     return People(probabilities(people, pose.card.score_maps, rgb), timings)
+
+
+def estimate_person(rgb: np.ndarray, pose: PoseModel) -> Estimate:
+    """One person in the whole photo, as a single-person service answers: the pose model's look at the whole
+    photo, then its closer look (timings summed over both)."""
+    return closer_look(rgb, pose, pose.estimate(rgb))
+
+
+def closer_look(rgb: np.ndarray, pose: PoseModel, first: Estimate) -> Estimate:
+    """When `first` (a look at the whole photo) found a person who is small in the photo, look
+    again in a box around them (region.py); each joint is then the one of the look that scored
+    it higher, so a joint the box cut off keeps its first place. `first` when there is no box."""
+    spec = pose.card.input
+    region = person_region(first.points, first.scores, rgb.shape[1], rgb.shape[0], spec.width, spec.height)
+    if region is None:
+        return first
+    second = pose.estimate(rgb, region)
+    closer = second.scores >= first.scores
+    points = np.where(closer[:, None], second.points, first.points)
+    timings = {k: first.timings_ms.get(k, 0.0) + second.timings_ms[k] for k in second.timings_ms}
+    return Estimate(points, np.maximum(first.scores, second.scores), timings, region)
 
 
 def probabilities(people: list[Person], maps: ScoreMaps | None, rgb: np.ndarray) -> list[Person]:

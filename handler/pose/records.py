@@ -1,7 +1,7 @@
 """One photo -> its batch record; records -> COCO keypoint results and the images index.
 
-A record is what POST /pose answers for the photo (reply.to_json with its timings, without the
-annotated image) plus the photo's name in `file` and `error` null. A photo that cannot be used
+A record is what POST /pose answers for the photo (service.answer: the reply with its timings, without
+the annotated image) plus the photo's name in `file` and `error` null. A photo that cannot be used
 (not an image, over the limits, corrupt, missing) is `{"file", "people": [], "error": {"code",
 "message"}}`: an error record, never an exception. The batch function (handler/batch.py, photos in
 S3) and the folder CLI (local/batch.py) both make their records here, so a photo gets the same
@@ -10,13 +10,9 @@ record either way.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-
-from . import image
-from .errors import BadParameter, PoseError
-from .pipeline import MAX_PEOPLE, Detector, estimate_people
-from .reply import annotated_image, models_json, to_json
+from .errors import PoseError
+from .options import Options, parse as parse_options
+from .service import Models, answer
 
 # S3 objects and files are not capped at 6 MB like API requests. Decoding, the pipeline and the drawing
 # peak at about 13 bytes per pixel (measured: +0.53 GB at 40 MP, +1.06 GB at 80 MP), so 64 MP stays near
@@ -25,28 +21,13 @@ from .reply import annotated_image, models_json, to_json
 MAX_BYTES = 64_000_000
 MAX_PIXELS = 64_000_000
 SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")  # what is taken for a photo
-MAX_PEOPLE_LIMIT = 20
+JOB_OPTIONS = ("threshold", "max_people", "return_image")  # what a job may ask: its drawings are PNG (JPEG if large)
 
 
-@dataclass(frozen=True)
-class Options:
-    threshold: float | None = None  # None: the model's
-    max_people: int = MAX_PEOPLE
-    annotate: bool = False  # also make the annotated image
-
-    @classmethod
-    def from_job(cls, job: dict) -> "Options":
-        """A batch job's `threshold`, `max_people` and `return_image` (each optional); BadParameter when wrong."""
-        threshold, max_people, annotate = job.get("threshold"), job.get("max_people", MAX_PEOPLE), \
-            job.get("return_image", False)
-        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
-                                      or not 0.0 <= threshold <= 1.0):
-            raise BadParameter("'threshold' must be a number in [0, 1]")
-        if isinstance(max_people, bool) or not isinstance(max_people, int) or not 1 <= max_people <= MAX_PEOPLE_LIMIT:
-            raise BadParameter(f"'max_people' must be an integer in [1, {MAX_PEOPLE_LIMIT}]")
-        if not isinstance(annotate, bool):
-            raise BadParameter("'return_image' must be true or false")
-        return cls(None if threshold is None else float(threshold), max_people, annotate)
+def job_options(job: dict) -> Options:
+    """A batch job's `threshold`, `max_people` and `return_image` (each optional, as POST /pose takes them;
+    no drawing unless asked) -> Options; BadParameter when one is wrong."""
+    return parse_options({name: job[name] for name in JOB_OPTIONS if name in job}, return_image=False)
 
 
 def is_photo_name(name: str) -> bool:
@@ -62,22 +43,12 @@ def failed_record(name: str, error: PoseError) -> dict:
     return error_record(name, error.code, error.message)
 
 
-def photo_record(name: str, data: bytes, pose, detector: Detector | None,
+def photo_record(name: str, data: bytes, models: Models,
                  options: Options = Options()) -> tuple[dict, tuple[str, bytes] | None]:
-    """The photo's record and, with options.annotate, its annotated image (media type, bytes)."""
+    """The photo's record and, with options.return_image, its annotated image (media type, bytes)."""
     try:
-        started = time.perf_counter()
-        rgb = image.decode(data, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)
-        decoded = time.perf_counter()
-        threshold = pose.card.threshold if options.threshold is None else options.threshold
-        found = estimate_people(rgb, pose, detector, options.max_people)
-        reply = to_json(found, pose.card, threshold, (rgb.shape[1], rgb.shape[0]), models_json(pose, detector))
-        rendered = time.perf_counter()
-        drawing = annotated_image(rgb, found, pose.card, threshold) if options.annotate else None
-        timings = {"decode": (decoded - started) * 1e3, **found.timings_ms,
-                   "render": (time.perf_counter() - rendered) * 1e3}
-        reply["timings_ms"] = {k: round(v, 2) for k, v in timings.items()}
-        return {"file": name, **reply, "error": None}, drawing
+        answered = answer(data, options, models, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)
+        return {"file": name, **answered.json(), "error": None}, answered.drawing
     except PoseError as exc:
         return failed_record(name, exc), None
     except Exception as exc:  # one photo's failure must not stop the other photos of the batch

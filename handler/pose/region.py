@@ -6,7 +6,7 @@ A single-person model sees the whole photo shrunk into its input (256 x 256 for 
 who covers a third of the photo's height gets a third of the model's resolution. So the service runs
 the model once on the whole photo, boxes the joints it placed with some confidence, widens the box
 to the input's aspect ratio, and, when that box shows the person at least twice as large, runs the
-model again on it (model.py keeps, joint by joint, the pass that scored higher). Chosen on
+model again on it (pipeline.closer_look keeps, joint by joint, the pass that scored higher). Chosen on
 ../shared/eval so that whole photos gain (MoveNet OKS +8) and tight crops of one person, where a
 first pass already sees well, lose nothing that matters (OKS -0.5); `make report` has the figures.
 Every box has the input's aspect, so a 3:4 input (PP-TinyPose's 192 x 256) gets a 3:4 box. A top-down

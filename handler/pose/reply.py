@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import base64
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import draw
 from .card import Card
-from .pipeline import People, Person
 from .region import Region
+
+if TYPE_CHECKING:  # only named here: importing the pipeline would import onnxruntime, which shaping JSON never needs
+    from .pipeline import People, Person
 
 MAX_ANNOTATED_BYTES = 3_900_000  # as base64 about 5.2 MB: the reply stays under Lambda's 6 MB
 
