@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT / "handler"))
 sys.path.insert(0, str(ROOT))
 
 from local import function  # noqa: E402
+from render_report import speed_table  # noqa: E402  (build/, this script's folder)
 from pose import image  # noqa: E402
 from pose.detect import open_detector  # noqa: E402
 from pose.model import PoseModel  # noqa: E402
@@ -93,24 +94,6 @@ def measure(runs: int = 15, warmup: int = 2, threads: int = 1) -> dict:
             "detector": f"{detector.card.name} {detector.card.quantization}", "photos": table}
 
 
-def markdown(r: dict) -> str:
-    """The measured table and its ratios."""
-    lines = [f"POST /pose without the image, {r['threads']} thread(s), median of {r['runs']} rounds "
-             f"({r['model']}, {r['detector']}; pose graph batched: {r['batched_graph']}). "
-             "Cells: ms (people found).", "",
-             f"| photo | {' | '.join(WAYS)} | a run per person / batched | every person vs one person |",
-             "|---|" + "---|" * (len(WAYS) + 2)]
-    for label, row in r["photos"].items():
-        cells = [f"{row[w]['median_ms']:.1f} ({row[w]['people']})" for w in WAYS]
-        one, batched, each = (row[w]["median_ms"] for w in WAYS)
-        lines.append(f"| {label} | {' | '.join(cells)} | {each / batched:.2f} | {batched / one:.2f}x |")
-    rows = list(r["photos"].values())
-    base = rows[0][WAYS[1]]["median_ms"]
-    lines += ["", "Every person, batched, against pose.jpg (one person): " + ", ".join(
-        f"{label} {row[WAYS[1]]['median_ms'] / base:.2f}x" for label, row in r["photos"].items())]
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
@@ -119,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     result = measure(args.runs, args.warmup, args.threads)
-    print(markdown(result))
+    print(speed_table(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1))

@@ -161,8 +161,10 @@ def fp32_nodes(src: Path, recipe: dict) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def build(name: str, recipe: dict, dst: Path | None = None, src: Path | None = None) -> dict:
-    """Quantize the model's FP32 source with its recipe into dst (default: the file it is served as)."""
+def build(name: str, recipe: dict, dst: Path | None = None, src: Path | None = None,
+          calibrator: quantize.Calibrator = quantize.calibrate) -> dict:
+    """Quantize the model's FP32 source with its recipe into dst (default: the file it is served as);
+    ``calibrator`` computes the activation ranges (quantize.calibrate, or a caller's cached one)."""
     src = src or catalog.get(name).source_path
     dst = dst or catalog.get(name).served_path
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -172,7 +174,8 @@ def build(name: str, recipe: dict, dst: Path | None = None, src: Path | None = N
     if recipe.get("exclude_photos"):  # a name prefix of photos to leave out
         images = [str(f) for f in photos.list_images(dirs) if not f.name.startswith(recipe["exclude_photos"])]
     cfg = quantize.Config(images=images, **config)
-    info = quantize.quantize(src, dst, cfg, reader=functools.partial(TensorReader, augment=recipe.get("augment")))
+    info = quantize.quantize(src, dst, cfg, reader=functools.partial(TensorReader, augment=recipe.get("augment")),
+                             calibrator=calibrator)
     # the card: quantize.py recorded the photos; add the augmentation and the number of inputs it made
     model = onnx.load(str(dst))
     card = cards.get_card(model)

@@ -22,7 +22,8 @@ Static path:
    code (``pose.image.read_photo`` + ``pose.image.prepare`` from the model's card, or ``pose.detect.prepare``
    for a person detector), and onnxruntime's MinMax, Percentile or Entropy calibrator turns the
    activations into ranges. A caller with other inputs in mind passes its own reader (``quantize(...,
-   reader=...)``).
+   reader=...)``); a caller that builds many variants of one model passes its own ``calibrator`` (same
+   signature as ``calibrate``), e.g. one that reuses ranges already computed (build/sensitivity.py).
 4. ``quantize_static`` in QDQ format: activations QUInt8 (asymmetric), weights QInt8 per output channel
    (``u8s8``: the fast path of x86-64, VNNI or not), or activations QInt8 too (``s8s8``: onnxruntime's
    recommendation for arm64; on x86-64 it runs about half as fast as u8s8).
@@ -292,9 +293,12 @@ def calibrate(model_path: Path, reader: PhotoReader, cfg: Config, workdir: Path)
 
 # (calibration photos, the model's card) -> the reader that feeds them to the calibrator
 ReaderFactory = Callable[[list[Path], dict], PhotoReader]
+# (staged model, reader, cfg, work folder) -> activation ranges: ``calibrate``, or a caller's (e.g. cached) one
+Calibrator = Callable[[Path, PhotoReader, Config, Path], oq_calibrate.TensorsData]
 
 
-def quantize_static(src: str | Path, dst: str | Path, cfg: Config, reader: ReaderFactory = PhotoReader) -> dict:
+def quantize_static(src: str | Path, dst: str | Path, cfg: Config, reader: ReaderFactory = PhotoReader,
+                    calibrator: Calibrator = calibrate) -> dict:
     src, dst = Path(src), Path(dst)
     model = batch_dim.fix_batch(onnx.load(str(src)))
     card = cards.get_card(model)
@@ -319,7 +323,7 @@ def quantize_static(src: str | Path, dst: str | Path, cfg: Config, reader: Reade
         kept = kept_fp32(onnx.load(str(stage), load_external_data=False), cfg)
         feed = reader(paths, card)
         cache = tmp / "ranges.json"
-        oq_calibrate.save_tensors_data(calibrate(stage, feed, cfg, tmp), cache)
+        oq_calibrate.save_tensors_data(calibrator(stage, feed, cfg, tmp), cache)
         oq.quantize_static(
             str(stage), str(dst), None,
             calibration_cache_path=str(cache),
@@ -386,13 +390,15 @@ def _write_card(path: Path, card: dict, batch: bool = False) -> None:
     onnx.save(model, str(path))
 
 
-def quantize(src: str | Path, dst: str | Path, cfg: Config | None = None, reader: ReaderFactory = PhotoReader) -> dict:
-    """Quantize src into dst as cfg says; ``reader`` makes the calibration reader (static mode only)."""
+def quantize(src: str | Path, dst: str | Path, cfg: Config | None = None, reader: ReaderFactory = PhotoReader,
+             calibrator: Calibrator = calibrate) -> dict:
+    """Quantize src into dst as cfg says; ``reader`` makes the calibration reader and ``calibrator`` turns it
+    into activation ranges (static mode only)."""
     cfg = cfg or Config()
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
     if cfg.mode == "dynamic":
         return quantize_dynamic(src, dst, cfg)
-    return quantize_static(src, dst, cfg, reader)
+    return quantize_static(src, dst, cfg, reader, calibrator)
 
 
 # --- checking a result -----------------------------------------------------------------------------------

@@ -1,9 +1,13 @@
-"""The measured report of every model x variant, side by side in one run: docs/report.md and docs/report.json.
+"""The measured report of every model x variant, side by side in one run: docs/report.json, then docs/report.md.
 
     python build/report.py                      # everything (~10-15 min on 2 cores)
     python build/report.py --quick              # fewer runs: a smoke test (writes out/report/quick.*)
     python build/report.py --models efficientpose --variants fp32 int8-static --no-cold
     python build/report.py --file efficientpose:int8-static=out/models/efficientpose.int8.onnx
+    python build/render_report.py               # the page again from docs/report.json, without measuring
+
+This module measures and writes the JSON (everything the page shows, with the date, the commit and the
+command); build/render_report.py renders the page from that JSON.
 
 Models and variants:
 
@@ -58,6 +62,8 @@ sys.path.insert(0, str(ROOT / "handler"))
 import bench_models  # noqa: E402
 import evaluate  # noqa: E402
 import photos  # noqa: E402
+import provenance  # noqa: E402
+import render_report  # noqa: E402
 from pose.source import sha256_of  # noqa: E402
 from pose import card as card_schema  # noqa: E402
 from pose import image as pose_image  # noqa: E402
@@ -361,61 +367,52 @@ def machine() -> dict:
         vnni = "avx512_vnni" in info or "avx_vnni" in info
     except OSError:
         pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                                    capture_output=True, text=True).stdout.strip())
-    except OSError:
-        commit, dirty = "", False
     return {"cpu": cpu, "arch": platform.machine(), "vnni": vnni, "cores": os.cpu_count(),
             "onnxruntime": ort.__version__, "python": platform.python_version(),
             "numpy": np.__version__, "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "git": commit + ("-dirty" if dirty else "")}
+            "git": provenance.commit()}
 
 
 # --- the run ------------------------------------------------------------------------------------------------
 
 
-def run(a: argparse.Namespace) -> dict:
-    t_start = time.perf_counter()
+def parse_overrides(items: list[str]) -> dict[str, Path]:
+    """--file MODEL:VARIANT=PATH items -> {"MODEL:VARIANT": PATH}."""
     overrides = {}
-    for item in a.file or []:
+    for item in items:
         key, _, path = item.partition("=")
         if ":" not in key or not path:
             raise SystemExit(f"error: --file wants MODEL:VARIANT=PATH, got {item!r}")
         overrides[key] = Path(path)
-    variants = resolve(a.models, a.variants, Path(a.workdir), overrides, a.rebuild)
-    if not variants:
-        raise SystemExit("error: no variants to measure")
-    for v in variants:
-        for n in v.notes:
-            print(f"note: {v.key}: {n}", file=sys.stderr)
-    result: dict = {"machine": machine(),
-                    "settings": {"quick": a.quick, "runs": a.runs, "warmup": a.warmup, "threads": a.threads,
-                                 "cold_samples": a.cold, "cold_threads": 1, "latency_photo": LATENCY_PHOTO.name},
-                    "models": {m: MODELS[m]["title"] for m in a.models}, "variants": {}}
-    for v in variants:
-        card = read_card(v.path)
-        result["variants"][v.key] = {
-            "model": v.model, "variant": v.variant, "file": _display(v.path), "size_mb": v.path.stat().st_size / 1e6,
+    return overrides
+
+
+def describe(v: Variant) -> dict:
+    """A variant's file: where, how big, its hash, and what its card says of its quantization."""
+    card = read_card(v.path)
+    return {"model": v.model, "variant": v.variant, "file": _display(v.path), "size_mb": v.path.stat().st_size / 1e6,
             "sha256": sha256_of(v.path), "card_name": card.get("name"), "quantization": card.get("quantization"),
             "from_sha256": (card.get("calibration") or {}).get("from_sha256"), "notes": list(v.notes)}
 
-    if a.cold:
-        print(f"cold start: {a.cold} fresh process(es) per variant ...", flush=True)
-        cold = measure_cold(variants, a.cold)
-        result["cold_runtime_only"] = cold.pop("runtime-only")
-        for k, c in cold.items():
-            result["variants"][k]["cold"] = c
 
-    print(f"latency: {a.warmup} + {a.runs} interleaved rounds, threads {a.threads} ...", flush=True)
-    lat = measure_latency(variants, a.threads, a.runs, a.warmup)
+def add_cold(result: dict, variants: list[Variant], reps: int) -> None:
+    print(f"cold start: {reps} fresh process(es) per variant ...", flush=True)
+    cold = measure_cold(variants, reps)
+    result["cold_runtime_only"] = cold.pop("runtime-only")
+    for k, c in cold.items():
+        result["variants"][k]["cold"] = c
+
+
+def add_latency(result: dict, variants: list[Variant], threads: list[int], runs: int, warmup: int) -> None:
+    """Per variant and thread count: the latency's median and spread, and paired ratios to FP32 and dynamic INT8."""
+    print(f"latency: {warmup} + {runs} interleaved rounds, threads {threads} ...", flush=True)
+    lat = measure_latency(variants, threads, runs, warmup)
     fp32_of = {v.model: v.key for v in variants if v.variant == "fp32"}
     dyn_of = {v.model: v.key for v in variants if v.variant == "int8-dynamic"}
     for v in variants:
         row = result["variants"][v.key]
         row["latency"] = {}
-        for t in a.threads:
+        for t in threads:
             m = lat[(v.key, t)]
             entry = {k: m[k] for k in ("median_ms", "p10_ms", "p90_ms", "runs")}
             if v.model in fp32_of:
@@ -424,35 +421,63 @@ def run(a: argparse.Namespace) -> dict:
                 entry["x_int8_dynamic"] = paired_ratio(lat[(dyn_of[v.model], t)]["times_ms"], m["times_ms"])
             row["latency"][str(t)] = entry
 
+
+def add_accuracy(result: dict, variants: list[Variant], models: list[str], eval_dir: Path) -> None:
+    """Accuracy of every variant of the models that have one, one pass against the closer look, and each INT8
+    variant joint by joint against its FP32."""
+    labels = evaluate.load_labels(eval_dir)
+    keys = {img: _rgb_key(evaluate.read_rgb(eval_dir, img))
+            for _, insts in labels.values() for img in {i["image"] for i in insts}}
+    for name in models:
+        measured = {}
+        for v in (v for v in variants if v.model == name):
+            print(f"accuracy: {v.key} ...", flush=True)
+            measured[v.variant] = measure_accuracy(v, eval_dir)
+            result["variants"][v.key]["accuracy"] = measured[v.variant][0]
+            if v.variant != "int8-dynamic":  # the closer look's worth; dynamic INT8 is too slow to bother
+                one_pass = evaluate.OnePass(measured[v.variant][2].model)
+                result["variants"][v.key]["accuracy_one_pass"] = evaluate.report(evaluate.run(one_pass, eval_dir))
+        if "fp32" in measured:
+            for variant, got in measured.items():
+                if variant != "fp32":
+                    result["variants"][f"{name}:{variant}"]["joints_vs_fp32"] = compare_joints(
+                        measured["fp32"], got, eval_dir, labels, keys)
+
+
+def accuracy_skipped(a: argparse.Namespace) -> str | None:
+    """Why accuracy is not measured in this run, or None."""
+    if a.no_accuracy:
+        return "--no-accuracy"
+    if not (Path(a.eval_dir) / "mpii.json").is_file():
+        return f"the eval set is absent ({Path(a.eval_dir)})"
+    return None
+
+
+def run(a: argparse.Namespace, command: str) -> dict:
+    """Every measurement the arguments ask for, as the JSON the page is rendered from; command: what ran it."""
+    t_start = time.perf_counter()
+    variants = resolve(a.models, a.variants, Path(a.workdir), parse_overrides(a.file or []), a.rebuild)
+    if not variants:
+        raise SystemExit("error: no variants to measure")
+    for v in variants:
+        for n in v.notes:
+            print(f"note: {v.key}: {n}", file=sys.stderr)
+    result: dict = {"machine": machine(), "command": command,
+                    "settings": {"quick": a.quick, "runs": a.runs, "warmup": a.warmup, "threads": a.threads,
+                                 "cold_samples": a.cold, "cold_threads": 1, "latency_photo": LATENCY_PHOTO.name},
+                    "models": {m: MODELS[m]["title"] for m in a.models}, "variants": {v.key: describe(v) for v in variants}}
+    if a.cold:
+        add_cold(result, variants, a.cold)
+    add_latency(result, variants, a.threads, a.runs, a.warmup)
     print("agreement with FP32 ...", flush=True)
     for k, agr in measure_agreement(variants).items():
         result["variants"][k]["agreement_vs_fp32"] = agr
-
-    eval_dir = Path(a.eval_dir)
-    accuracy_models = [m for m in a.models if MODELS[m]["accuracy"]]
-    if a.no_accuracy:
-        result["accuracy_skipped"] = "--no-accuracy"
-    elif not (eval_dir / "mpii.json").is_file():
-        result["accuracy_skipped"] = f"the eval set is absent ({eval_dir})"
-        print(f"accuracy: skipped: {result['accuracy_skipped']}", flush=True)
+    skipped, accuracy_models = accuracy_skipped(a), [m for m in a.models if MODELS[m]["accuracy"]]
+    if skipped:
+        result["accuracy_skipped"] = skipped
+        print(f"accuracy: skipped: {skipped}", flush=True)
     elif accuracy_models:
-        labels = evaluate.load_labels(eval_dir)
-        keys = {img: _rgb_key(evaluate.read_rgb(eval_dir, img))
-                for _, insts in labels.values() for img in {i["image"] for i in insts}}
-        for name in accuracy_models:
-            measured = {}
-            for v in (v for v in variants if v.model == name):
-                print(f"accuracy: {v.key} ...", flush=True)
-                measured[v.variant] = measure_accuracy(v, eval_dir)
-                result["variants"][v.key]["accuracy"] = measured[v.variant][0]
-                if v.variant != "int8-dynamic":  # the closer look's worth; dynamic INT8 is too slow to bother
-                    one_pass = evaluate.OnePass(measured[v.variant][2].model)
-                    result["variants"][v.key]["accuracy_one_pass"] = evaluate.report(evaluate.run(one_pass, eval_dir))
-            if "fp32" in measured:
-                for variant, got in measured.items():
-                    if variant != "fp32":
-                        result["variants"][f"{name}:{variant}"]["joints_vs_fp32"] = compare_joints(
-                            measured["fp32"], got, eval_dir, labels, keys)
+        add_accuracy(result, variants, accuracy_models, Path(a.eval_dir))
     changed = [k for k, v in zip(result["variants"], variants) if sha256_of(v.path) != result["variants"][k]["sha256"]]
     for k in changed:
         result["variants"][k]["notes"].append("the file changed during the run: its numbers mix two versions; rerun")
@@ -476,8 +501,8 @@ def targets(r: dict) -> list[dict]:
     """The project's goals, checked on this run's numbers (ratios are paired medians; 1 thread, batch 1)."""
     v, out = r["variants"], []
 
-    def add(goal: str, measured: str, ok: bool | None):
-        out.append({"target": goal, "measured": measured, "met": ok})
+    def add(goal: str, measured: str, ok: bool | None):  # numpy's bool_ is no JSON boolean
+        out.append({"target": goal, "measured": measured, "met": None if ok is None else bool(ok)})
 
     st = v.get(f"{SB}:int8-static")
     if st:
@@ -507,194 +532,6 @@ def targets(r: dict) -> list[dict]:
     return out
 
 
-# --- Markdown -----------------------------------------------------------------------------------------------
-
-
-def _f(x, fmt=".1f", dash="-"):
-    return dash if x is None else format(x, fmt)
-
-
-def markdown(r: dict) -> str:
-    m, s, vs = r["machine"], r["settings"], r["variants"]
-    lines = [
-        "# Measured report: every model x variant",
-        "",
-        f"- Machine: {m['cpu']} ({m['arch']}, VNNI {'yes' if m['vnni'] else 'no' if m['vnni'] is False else '?'}), "
-        f"{m['cores']} cores shared with other work; onnxruntime {m['onnxruntime']}, Python {m['python']}, "
-        f"numpy {m['numpy']}.",
-        f"- Date: {m['date']}; code {m['git'] or '?'}; the run took {r['seconds']:.0f} s"
-        + (" (**--quick**: a smoke test, not a measurement)" if s["quick"] else "") + ".",
-        "- Rerun: `make report` (= `.venv/bin/python build/report.py`; `--quick` for a smoke test, `--help` for "
-        "filters). Generated by build/report.py: do not edit by hand.",
-        f"- Latency: `session.run` at batch 1 on {s['latency_photo']} as the service prepares it, sessions opened by "
-        f"the service's `PoseModel(path, threads=N)`; median of {s['runs']} rounds after {s['warmup']} warm-up "
-        "rounds; every round runs every variant and thread count once, in a rotating order, in one process. "
-        "`x FP32` is the median over rounds of FP32 time / this variant's time in the same round. The machine is "
-        "shared: compare ratios, not absolute times.",
-    ]
-    if s["cold_samples"]:
-        rt = r.get("cold_runtime_only", {})
-        lines.append(f"- Cold start: a fresh process per sample, median of {s['cold_samples']}: import (numpy, "
-                     "onnxruntime, the service's pose package) + `PoseModel` (sha256, session, its warm-up run) + the "
-                     "first `estimate` on the photo, 1 thread (Lambda's default 2048 MB = 1 vCPU); peak RSS is that "
-                     f"process's VmHWM (the runtime alone, imports only: {_f(rt.get('peak_rss_mb'), '.0f')} MB, "
-                     f"{_f(rt.get('import_ms'), '.0f')} ms). Files read from a warm page cache.")
-    notes = [f"{k}: {n}" for k, v in vs.items() for n in v["notes"]]
-    if notes:
-        lines += ["", "**Warning:** " + "; ".join(notes) + "."]
-    # size and speed
-    lines += ["", "## Size and speed", ""]
-    threads = [str(t) for t in s["threads"]]
-    head = "| model | variant | quantization | size MB |"
-    sep = "|---|---|---|---:|"
-    for t in threads:
-        head += f" {t} thr median ms (p10-p90) | x FP32 |"
-        sep += "---:|---:|"
-    head += " cold start ms | peak RSS MB |"
-    sep += "---:|---:|"
-    lines += [head, sep]
-    for k, v in vs.items():
-        row = f"| {r['models'][v['model']]} | {v['variant']} | {v['quantization']} | {v['size_mb']:.1f} |"
-        for t in threads:
-            lat = v.get("latency", {}).get(t)
-            row += (f" {lat['median_ms']:.1f} ({lat['p10_ms']:.0f}-{lat['p90_ms']:.0f}) | {_f(lat.get('x_fp32'), '.2f')} |"
-                    if lat else " - | - |")
-        c = v.get("cold", {})
-        row += f" {_f(c.get('cold_ms'), '.0f')} | {_f(c.get('peak_rss_mb'), '.0f')} |"
-        lines.append(row)
-    dyn_rows = [(k, v) for k, v in vs.items() if v["variant"] == "int8-static"
-                and v.get("latency", {}).get(threads[0], {}).get("x_int8_dynamic")]
-    if dyn_rows:
-        parts = []
-        for k, v in dyn_rows:
-            ratios = ", ".join(f"x{v['latency'][t]['x_int8_dynamic']:.2f} ({t} thr)" for t in threads
-                               if v["latency"].get(t, {}).get("x_int8_dynamic"))
-            parts.append(f"{r['models'][v['model']]} {ratios}")
-        lines += ["", "Static INT8 against dynamic INT8 (the seed's recipe), paired medians: " + "; ".join(parts) + "."]
-    if any("cold" in v for v in vs.values()):
-        lines += ["", "### Cold start (medians, ms)", "",
-                  "| model | variant | process wall | import | PoseModel (sha256 + session + warm-up) | first estimate "
-                  "(of which inference) | import + PoseModel + first estimate | peak RSS MB |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]
-        for k, v in vs.items():
-            c = v.get("cold")
-            if c:
-                lines.append(f"| {r['models'][v['model']]} | {v['variant']} | {c['process_wall_ms']:.0f} | "
-                             f"{c['import_ms']:.0f} | {c['session_ms']:.0f} | {c['first_estimate_ms']:.0f} "
-                             f"({c['first_inference_ms']:.0f}) | {c['cold_ms']:.0f} | {c['peak_rss_mb']:.0f} |")
-    # agreement
-    agr = [(k, v) for k, v in vs.items() if v.get("agreement_vs_fp32")]
-    if agr:
-        lines += ["", "## Output agreement with FP32", "",
-                  f"On {len(agr[0][1]['agreement_vs_fp32']['photos'])} photos (../shared/images, then the eval set; "
-                  "they are also calibration photos): the largest absolute output difference, and the share of "
-                  "joints whose location (heatmap argmax, or keypoint) is identical / within 2% of the side, "
-                  "over all joints and over the joints FP32 is confident about. For Simple Baselines (random "
-                  "weights) this is the only quality signal: it says how much a random deep network amplifies INT8 "
-                  "rounding, not how accurate a trained model stays; **accuracy needs the real checkpoint** "
-                  "(`make export SB_CKPT=...`).", "",
-                  "| model | variant | max abs diff | joints identical | within 2% | confident joints within 2% |",
-                  "|---|---|---:|---:|---:|---:|"]
-        for k, v in agr:
-            a = v["agreement_vs_fp32"]
-            conf = a["confident_within_2pct"]
-            lines.append(f"| {r['models'][v['model']]} | {v['variant']} | {a['max_abs_diff']:.3g} | "
-                         f"{a['joints_identical']:.0%} | {a['joints_within_2pct']:.0%} | "
-                         f"{'-' if conf is None else f'{conf:.0%}'} of {a['confident_joints']} |")
-    # accuracy
-    lines += ["", "## Accuracy on ../shared/eval", ""]
-    if r.get("accuracy_skipped"):
-        lines.append(f"Skipped: {r['accuracy_skipped']}.")
-    else:
-        lines += ["Through the service's code (build/evaluate.py). MPII: PCKh on the MPII-labelled instances; COCO: "
-                  "OKS and PCK@0.2 on the COCO-labelled instances, over the joints model and labels share by name. "
-                  "**no train** leaves out the 50 coco_train2017_TRAIN instances (MoveNet was trained on them): "
-                  "compare models on those columns; **all** is MoveNet's own number. INT8 rows show "
-                  "(INT8 - FP32) in points. Calibration used these photos too. The set is small (confidence "
-                  "intervals of 8-20 points on a mean): read the joint-by-joint table below, not only the means.",
-                  ""]
-        cols = (("mpii", "pckh@0.5", "MPII PCKh@0.5"), ("mpii", "pckh@0.1", "MPII PCKh@0.1"),
-                ("coco/no-train", "oks", "COCO OKS no train"), ("coco/no-train", "pck@0.2", "COCO PCK@0.2 no train"),
-                ("coco", "oks", "COCO OKS all"), ("coco", "pck@0.2", "COCO PCK@0.2 all"))
-        for protocol, title in (("crops", "On each instance's crop"), ("whole", "On the whole photo "
-                                                                                 "(scored against the best-matching person)")):
-            lines += [f"### {title}", "", "| model | variant | " + " | ".join(c[2] for c in cols) + " |",
-                      "|---|---|" + "---:|" * len(cols)]
-            for k, v in vs.items():
-                acc = v.get("accuracy")
-                if not acc:
-                    continue
-                ref = vs.get(f"{v['model']}:fp32", {}).get("accuracy") if v["variant"] != "fp32" else None
-                cells = []
-                for set_key, metric, _ in cols:
-                    x = acc.get(f"{protocol}/{set_key}", {}).get(metric)
-                    y = (ref or {}).get(f"{protocol}/{set_key}", {}).get(metric)
-                    cells.append("-" if x is None else f"{x:.1f}" + (f" ({x - y:+.1f})" if y is not None else ""))
-                lines.append(f"| {r['models'][v['model']]} | {v['variant']} | " + " | ".join(cells) + " |")
-            n = next((v["accuracy"] for v in vs.values() if v.get("accuracy")), {})
-            counts = ", ".join(f"{key}: {n[key]['instances']}" for key in n if key.startswith(protocol))
-            lines += ["", f"Instances ({'one per photo' if protocol == 'whole' else 'crops'}): {counts}.", ""]
-        lines += ["### The closer look: one pass -> the service's", "",
-                  "The service looks again at a person who is small in the photo (handler/pose/region.py); the "
-                  "tables above are with it. Here the same models with one pass only -> with the closer look.", "",
-                  "| model | variant | " + " | ".join(f"{p} {c[2]}" for p in ("crops", "whole") for c in cols
-                                                      if c[1] in ("pckh@0.5", "oks")) + " |",
-                  "|---|---|" + "---:|" * 6]
-        for k, v in vs.items():
-            one, two = v.get("accuracy_one_pass"), v.get("accuracy")
-            if not (one and two):
-                continue
-            cells = []
-            for protocol in ("crops", "whole"):
-                for set_key, metric, _ in cols:
-                    if metric in ("pckh@0.5", "oks"):
-                        a, b = (x.get(f"{protocol}/{set_key}", {}).get(metric) for x in (one, two))
-                        cells.append("-" if a is None or b is None else f"{a:.1f} -> {b:.1f}")
-            lines.append(f"| {r['models'][v['model']]} | {v['variant']} | " + " | ".join(cells) + " |")
-        lines += ["", "### Joint by joint: each INT8 variant against its FP32", "",
-                  "Joints FP32 placed right and INT8 not (lost), and the reverse (gained), at PCKh@0.5 (MPII labels) "
-                  "and PCK@0.2 (COCO labels, all instances), on the same inputs; on the whole photo both predictions "
-                  "are scored against the person FP32's prediction matches best. "
-                  "The whole-photo means above score each variant against its own best-matching person; where "
-                  "INT8's best match is another person than FP32's (counted below), the means can move the other "
-                  "way than these paired counts: trust the paired counts.", "",
-                  "| model | variant | protocol | MPII PCKh@0.5: lost / gained (FP32 right, of labelled) | "
-                  "COCO PCK@0.2: lost / gained (FP32 right, of labelled) | most lost, net (all joints: report.json) |",
-                  "|---|---|---|---:|---:|---|"]
-        for k, v in vs.items():
-            jv = v.get("joints_vs_fp32")
-            if not jv:
-                continue
-            for protocol in ("crops", "whole"):
-                cells, names = [], []
-                for set_name in ("mpii", "coco"):
-                    c = jv.get(f"{protocol}/{set_name}")
-                    if not c:
-                        cells.append("-")
-                        continue
-                    switched, rest = len(c.get("best_match_switched", [])), c.get("without_switched")
-                    cells.append(f"{c['lost']} / {c['gained']} ({c['fp32_correct']} of {c['labelled']})"
-                                 + (f"; on {switched} photo{'s' if switched > 1 else ''} INT8 matches another person"
-                                    if switched else "")
-                                 + (f", without {'them' if switched > 1 else 'it'}: {rest['lost']} / {rest['gained']}"
-                                    if rest else ""))
-                    names += [(lg[0] - lg[1], f"{set_name} {j} -{lg[0]}/+{lg[1]}")
-                              for j, lg in c["lost_gained_by_joint"].items() if lg[0] > lg[1]]
-                worst = [n for _, n in sorted(names, key=lambda x: -x[0])[:5]]
-                lines.append(f"| {r['models'][v['model']]} | {v['variant']} | {protocol} | {cells[0]} | {cells[1]} | "
-                             f"{', '.join(worst) or 'none'} |")
-    # targets
-    if r.get("targets"):
-        lines += ["", "## Targets", "", "| target | measured | met |", "|---|---:|---|"]
-        for t in r["targets"]:
-            lines.append(f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else 'no'} |")
-    lines += ["", "## Files", "", "| model | variant | file | sha256 | built from FP32 sha256 |", "|---|---|---|---|---|"]
-    for k, v in vs.items():
-        lines.append(f"| {r['models'][v['model']]} | {v['variant']} | `{v['file']}` | `{v['sha256'][:16]}` | "
-                     f"{'`' + v['from_sha256'][:16] + '`' if v.get('from_sha256') else '-'} |")
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
@@ -718,13 +555,11 @@ def main(argv: list[str] | None = None) -> int:
     a.cold = a.cold if a.cold is not None else (1 if a.quick else 3)
     out_dir, stem = (ROOT / "out" / "report", "quick") if a.quick else (ROOT / "docs", "report")
     md, js = Path(a.md or out_dir / f"{stem}.md"), Path(a.json or out_dir / f"{stem}.json")
-    result = run(a)
-    text = markdown(result)
+    result = run(a, provenance.command(__file__, argv))
     for p in (md, js):
         p.parent.mkdir(parents=True, exist_ok=True)
-    md.write_text(text)
     js.write_text(json.dumps(result, indent=1, default=str) + "\n")
-    print(text)
+    print(render_report.render_file(js, md).read_text())  # from the JSON as written: what a rerender reads
     print(f"wrote {_display(md)} and {_display(js)} in {result['seconds']:.0f} s")
     if result["changed_during_run"]:
         print(f"error: changed during the run: {', '.join(result['changed_during_run'])}; rerun", file=sys.stderr)

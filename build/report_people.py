@@ -1,6 +1,7 @@
-"""Every person in a photo, measured: docs/people.md and docs/people.json.
+"""Every person in a photo, measured: docs/people.json, then docs/people.md.
 
     python build/report_people.py [--quick]
+    python build/render_report.py docs/people.json      # the page again from the JSON, without measuring
 
 Side by side, through the service's own pipeline (pose/pipeline.py) on ../shared/eval:
 
@@ -32,6 +33,8 @@ sys.path.insert(0, str(ROOT))
 import bench_people  # noqa: E402
 import evaluate  # noqa: E402
 import evaluate_detector  # noqa: E402
+import provenance  # noqa: E402
+import render_report  # noqa: E402
 from pose.detect import open_detector  # noqa: E402
 from pose.model import PoseModel  # noqa: E402
 
@@ -73,8 +76,10 @@ def accuracy(pose_file: str, detector_file: str | None) -> dict:
     return out
 
 
-def measure(quick: bool) -> dict:
-    result = {"date": dt.date.today().isoformat(), "pipelines": {}}
+def measure(quick: bool, command: str) -> dict:
+    """Every pipeline's accuracy, the detectors' box AP and the speed, as the JSON the page is rendered from;
+    command: what ran it."""
+    result = {"date": dt.date.today().isoformat(), "git": provenance.commit(), "command": command, "pipelines": {}}
     for name, (pose_file, detector_file) in PIPELINES.items():
         print(f"accuracy: {name}", flush=True)
         result["pipelines"][name] = {"pose": pose_file, "detector": detector_file, **accuracy(pose_file, detector_file)}
@@ -87,30 +92,6 @@ def measure(quick: bool) -> dict:
     return result
 
 
-def markdown(r: dict) -> str:
-    p = r["pipelines"]
-    lines = ["# Every person in a photo: measured", "",
-             f"Written by `make report` (build/report_people.py) on {r['date']}. The eval photos are few (23 for "
-             "COCO keypoint AP, 85 COCO and 38 MPII labelled persons): compare rows, not absolute figures.", "",
-             "## Every person: COCO keypoint AP on coco_multi.json (pycocotools)", "",
-             "| pipeline | AP | AP50 | AP75 | AR | people answered |", "|---|---|---|---|---|---|"]
-    for name, row in p.items():
-        if "every" in row:
-            e = row["every"]
-            lines.append(f"| {name} | {e['AP']:.1f} | {e['AP50']:.1f} | {e['AP75']:.1f} | {e['AR']:.1f} | {e['people']} |")
-    lines += ["", "## One person: people[0] on whole photos and on each labelled person's crop", "",
-              "| pipeline | " + " | ".join(f"{k} {m}" for k, m in ONE_PERSON) + " |",
-              "|---|" + "---|" * len(ONE_PERSON)]
-    for name, row in p.items():
-        cells = [f"{row['one'][k][m]:.1f}" if m in row["one"].get(k, {}) else "-" for k, m in ONE_PERSON]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "## The detectors: person box AP on coco_multi.json", "", "| file | AP | AP50 | AR |", "|---|---|---|---|"]
-    for f, d in r["detector"].items():
-        lines.append(f"| models/{f} | {d['AP']:.1f} | {d['AP50']:.1f} | {d['AR']:.1f} |")
-    lines += ["", "## Speed", "", bench_people.markdown(r["speed"]), ""]
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer speed rounds; writes out/report/people.*")
@@ -118,12 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     if not (evaluate.EVAL / "coco_multi.json").is_file():
         print(f"error: the eval set is absent ({evaluate.EVAL}): clone with ../shared beside the project", file=sys.stderr)
         return 2
-    result = measure(args.quick)
+    result = measure(args.quick, provenance.command(__file__, argv))
     out = ROOT / ("out/report" if args.quick else "docs")
     out.mkdir(parents=True, exist_ok=True)
     (out / "people.json").write_text(json.dumps(result, indent=1, default=float))
-    (out / "people.md").write_text(markdown(result))
-    print(markdown(result))
+    print(render_report.render_file(out / "people.json").read_text())  # from the JSON as written
     return 0
 
 

@@ -60,24 +60,25 @@ from pose.model import PoseModel  # noqa: E402
 
 # --- calibration once per (model, method, photos) ------------------------------------------------------------
 
-_RANGES: dict = {}
-_CURRENT: dict = {"key": None}
-_calibrate = quantize.calibrate
+_RANGES: dict = {}  # (model, photos, augmentation, method, percentile, op types) -> activation ranges
 
 
-def _cached_calibrate(model_path, reader, cfg, workdir):
-    key = (_CURRENT["key"], cfg.method, cfg.percentile, tuple(cfg.ops or ()))
-    if key not in _RANGES:
-        _RANGES[key] = _calibrate(model_path, reader, cfg, workdir)
-    return _RANGES[key]
+def cached_calibrator(name: str, recipe: dict) -> quantize.Calibrator:
+    """quantize.calibrate for this model and recipe, reusing the ranges of an earlier variant with the same
+    inputs and method: the variants of a search differ in the nodes kept FP32, which change no range."""
+    inputs = (name, tuple(recipe["sources"]), json.dumps(recipe.get("augment"), sort_keys=True))
 
+    def calibrate(model_path: Path, reader: quantize.PhotoReader, cfg: quantize.Config, workdir: Path):
+        key = (inputs, cfg.method, cfg.percentile, tuple(cfg.ops or ()))
+        if key not in _RANGES:
+            _RANGES[key] = quantize.calibrate(model_path, reader, cfg, workdir)
+        return _RANGES[key]
 
-quantize.calibrate = _cached_calibrate
+    return calibrate
 
 
 def build_variant(name: str, recipe: dict, dst: Path) -> None:
-    _CURRENT["key"] = (name, tuple(recipe["sources"]), json.dumps(recipe.get("augment"), sort_keys=True))
-    make_models.build(name, recipe, dst=dst)
+    make_models.build(name, recipe, dst=dst, calibrator=cached_calibrator(name, recipe))
 
 
 # --- scoring ---------------------------------------------------------------------------------------------------

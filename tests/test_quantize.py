@@ -244,6 +244,36 @@ def test_histogram_calibration_methods_clip_ranges_below_minmax(tiny, tmp_path, 
     assert card["calibration"]["method"].lower().startswith(method)
 
 
+def test_the_calibrator_passed_in_sets_the_ranges(tiny, tmp_path):
+    def doubled(model_path, reader, cfg, workdir):  # every activation range twice as wide
+        ranges = quantize.calibrate(model_path, reader, cfg, workdir)
+        for name, td in list(ranges.data.items()):
+            ranges.data[name] = type(td)(lowest=td.range_value[0] * 2, highest=td.range_value[1] * 2)
+        return ranges
+
+    base, _ = quantized(tiny, tmp_path)
+    out = tmp_path / "doubled.onnx"
+    quantize.quantize(tiny, out, quantize.Config(images=[str(p) for p in PHOTOS]), calibrator=doubled)
+    a, b = scales(base), scales(onnx.load(str(out)))
+    assert a.keys() == b.keys() and a
+    assert all(b[k] == pytest.approx(2 * a[k], rel=1e-4) for k in a), (a, b)
+
+
+def test_sensitivity_calibrates_once_per_model_photos_and_method(tiny, tmp_path):
+    """build/sensitivity.py's calibrator reuses the first variant's ranges: a variant calibrated on other photos
+    gets the same scales, where quantize.calibrate would give other ones."""
+    import sensitivity
+
+    cached = sensitivity.cached_calibrator("tiny-test", {"sources": ["tests/data"]})
+    runs = {}
+    for label, images, calibrator in (("first", PHOTOS, cached), ("cached", PHOTOS[1:], cached),
+                                      ("fresh", PHOTOS[1:], quantize.calibrate)):
+        out = tmp_path / f"{label}.onnx"
+        quantize.quantize(tiny, out, quantize.Config(images=[str(p) for p in images]), calibrator=calibrator)
+        runs[label] = scales(onnx.load(str(out)))
+    assert runs["cached"] == runs["first"] != runs["fresh"]
+
+
 def test_unknown_photos_fail_clearly(tiny, tmp_path):
     with pytest.raises(FileNotFoundError):
         quantize.quantize(tiny, tmp_path / "x.onnx", quantize.Config(images=[str(tmp_path / "nothing-here")]))

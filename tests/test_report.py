@@ -1,8 +1,10 @@
-"""build/report.py --quick on one small case (EfficientPose FP32 and its served INT8): the tables have the
-expected rows and columns and sane values. Speed checks only that numbers exist (never absolute times)."""
+"""The measured pages: rendering (build/render_report.py) from the committed docs/*.json, in milliseconds, and one
+small real measuring run (build/report.py --quick on EfficientPose FP32 and its served INT8) whose JSON the
+renderer turns into the page it wrote. Speed checks only that numbers exist (never absolute times)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -10,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from build import render_report
+
 ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
 EVAL = ROOT.parent / "shared" / "eval"
 MODEL = "EfficientPose II Lite"
 
@@ -32,32 +37,129 @@ def number(cell: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory) -> tuple[str, dict]:
+def committed() -> dict:
+    return json.loads((DOCS / "report.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def committed_people() -> dict:
+    return json.loads((DOCS / "people.json").read_text())
+
+
+# --- rendering, from the committed JSON -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stem", ["report", "people"])
+def test_each_committed_page_is_its_committed_json_rendered(stem):
+    page = render_report.render(json.loads((DOCS / f"{stem}.json").read_text()))
+    assert page == (DOCS / f"{stem}.md").read_text(), f"rerun: python build/render_report.py docs/{stem}.json"
+
+
+def test_render_file_writes_the_page_beside_its_json(tmp_path, committed):
+    js = tmp_path / "quick.json"
+    js.write_text(json.dumps(committed))
+    assert render_report.main([str(js)]) == 0
+    assert (tmp_path / "quick.md").read_text() == render_report.render(committed)
+
+
+def test_report_page_carries_date_commit_and_command(committed):
+    page = render_report.render(committed)
+    m = committed["machine"]
+    assert f"Date: {m['date']}; code {m['git']}; command `{committed['command']}`" in page
+    assert "build/render_report.py" in page and "do not edit by hand" in page
+
+
+def test_size_and_speed_table_has_a_row_per_variant_with_its_numbers(committed):
+    head, rows = md_table(render_report.render(committed), "## Size and speed")
+    for col in ("model", "variant", "quantization", "size MB", "1 thr median ms (p10-p90)", "x FP32",
+                "2 thr median ms (p10-p90)", "cold start ms", "peak RSS MB"):
+        assert col in head, col
+    expected = [(committed["models"][v["model"]], v["variant"]) for v in committed["variants"].values()]
+    assert [(r[0], r[1]) for r in rows] == expected
+    for r, v in zip(rows, committed["variants"].values()):
+        cells = dict(zip(head, r))
+        assert number(cells["size MB"]) == pytest.approx(v["size_mb"], abs=0.05)
+        assert number(cells["1 thr median ms (p10-p90)"]) == pytest.approx(v["latency"]["1"]["median_ms"], abs=0.05)
+        assert number(cells["cold start ms"]) == pytest.approx(v["cold"]["cold_ms"], abs=0.5)
+
+
+def test_accuracy_tables_show_int8_against_its_fp32(committed):
+    page = render_report.render(committed)
+    for protocol, title in render_report.PROTOCOLS:
+        head, rows = md_table(page, f"### {title}")
+        assert head[2:] == [c[2] for c in render_report.ACCURACY_COLUMNS]
+        for r in rows:
+            v = committed["variants"][next(k for k, v in committed["variants"].items()
+                                           if (committed["models"][v["model"]], v["variant"]) == (r[0], r[1]))]
+            x = v["accuracy"][f"{protocol}/mpii"]["pckh@0.5"]
+            assert number(r[2]) == pytest.approx(x, abs=0.05)
+            if v["variant"] != "fp32":  # the difference to FP32, in points
+                ref = committed["variants"][f"{v['model']}:fp32"]["accuracy"][f"{protocol}/mpii"]["pckh@0.5"]
+                assert r[2].endswith(f"({x - ref:+.1f})")
+    head, rows = md_table(page, "### Joint by joint")
+    int8 = [v for v in committed["variants"].values() if v.get("joints_vs_fp32")]
+    assert [(r[1], r[2]) for r in rows] == [(v["variant"], p) for v in int8 for p, _ in render_report.PROTOCOLS]
+
+
+def test_targets_say_yes_only_where_met(committed):
+    _, rows = md_table(render_report.render(committed), "## Targets")
+    assert [r[2] for r in rows] == ["yes" if t["met"] else "no" for t in committed["targets"]]
+    assert "no" in [r[2] for r in rows]  # the committed run missed some: a "False" read as true would hide them
+
+
+def test_a_run_without_accuracy_or_cold_start_says_so(committed):
+    r = copy.deepcopy(committed)
+    r["accuracy_skipped"] = "--no-accuracy"
+    r["settings"].update(quick=True, cold_samples=0)
+    for v in r["variants"].values():
+        for key in ("accuracy", "accuracy_one_pass", "joints_vs_fp32", "cold"):
+            v.pop(key, None)
+    page = render_report.render(r)
+    assert "Skipped: --no-accuracy." in page and "(**--quick**: a smoke test, not a measurement)" in page
+    assert "### Cold start" not in page and "- Cold start:" not in page and "## Targets" in page
+
+
+def test_people_page_carries_date_commit_command_and_its_tables(committed_people):
+    page = render_report.render(committed_people)
+    p = committed_people
+    assert f"Measured on {p['date']} at commit {p['git']} by `{p['command']}`" in page
+    _, rows = md_table(page, "## Every person")
+    assert [r[0] for r in rows] == [name for name, row in p["pipelines"].items() if "every" in row]
+    _, rows = md_table(page, "## One person")
+    assert [r[0] for r in rows] == list(p["pipelines"])
+    head, rows = md_table(page, "## Speed")
+    assert head[1:4] == list(next(iter(p["speed"]["photos"].values())))
+    assert [r[0] for r in rows] == list(p["speed"]["photos"])
+
+
+# --- one small real measuring run ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory) -> tuple[str, dict]:
     out = tmp_path_factory.mktemp("report")
     proc = subprocess.run(
         [sys.executable, "-m", "build.report", "--quick", "--models", "efficientpose",
          "--variants", "fp32", "int8-static", "--runs", "3", "--md", str(out / "r.md"), "--json", str(out / "r.json")],
-        capture_output=True, text=True, cwd=ROOT, timeout=300)
+        capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return (out / "r.md").read_text(), json.loads((out / "r.json").read_text())
 
 
-def test_size_and_speed_table(report):
-    md, data = report
-    assert "--quick" in md and "onnxruntime" in md and "make report" in md
-    head, rows = md_table(md, "## Size and speed")
-    for col in ("model", "variant", "quantization", "size MB", "1 thr median ms (p10-p90)", "x FP32",
-                "2 thr median ms (p10-p90)", "cold start ms", "peak RSS MB"):
-        assert col in head, col
-    assert [(r[0], r[1]) for r in rows] == [(MODEL, "fp32"), (MODEL, "int8-static")]
-    for r in rows:
-        cells = dict(zip(head, r))
-        assert number(cells["size MB"]) > 0
-        assert number(cells["1 thr median ms (p10-p90)"]) > 0
-        assert number(cells["cold start ms"]) > 0 and number(cells["peak RSS MB"]) > 0
+def test_measuring_writes_the_json_the_page_is_rendered_from(measured):
+    md, data = measured
+    assert render_report.render(data) == md
+    assert data["command"].startswith("python build/report.py --quick --models efficientpose")
+    assert data["machine"]["git"] and data["machine"]["date"]
+    assert all(isinstance(t["met"], bool) for t in data["targets"])
+
+
+def test_measured_numbers_are_sane(measured):
+    _, data = measured
     assert set(data["variants"]) == {"efficientpose:fp32", "efficientpose:int8-static"}
     fp32, int8 = data["variants"]["efficientpose:fp32"], data["variants"]["efficientpose:int8-static"]
     assert fp32["latency"]["1"]["x_fp32"] == 1.0 and int8["latency"]["1"]["x_fp32"] > 0
+    assert fp32["latency"]["1"]["median_ms"] > 0 and fp32["latency"]["2"]["runs"] == 3
     assert int8["size_mb"] < fp32["size_mb"]
     assert int8["cold"]["peak_rss_mb"] >= data["cold_runtime_only"]["peak_rss_mb"] > 0
     assert not data["changed_during_run"]
@@ -65,26 +167,16 @@ def test_size_and_speed_table(report):
     assert 0 <= agreement["joints_within_2pct"] <= 1 and agreement["joints"] > 0
 
 
-def test_accuracy_tables(report):
-    md, data = report
+def test_measured_accuracy_and_joint_by_joint_counts_add_up(measured):
+    md, data = measured
     if not (EVAL / "mpii.json").is_file():
-        assert "Skipped: the eval set is absent" in md
+        assert data["accuracy_skipped"].startswith("the eval set is absent")
         pytest.skip(f"the eval set is absent ({EVAL}): accuracy not measured; clone the project with ../shared "
                     "beside it to run this part")
-    for protocol in ("### On each instance's crop", "### On the whole photo"):
-        head, rows = md_table(md, protocol)
-        assert head[2:] == ["MPII PCKh@0.5", "MPII PCKh@0.1", "COCO OKS no train", "COCO PCK@0.2 no train",
-                            "COCO OKS all", "COCO PCK@0.2 all"]
-        assert [(r[0], r[1]) for r in rows] == [(MODEL, "fp32"), (MODEL, "int8-static")]
-        for r in rows:
-            for cell in r[2:]:
-                assert 0 <= number(cell) <= 100, r
     for v in data["variants"].values():
         acc = v["accuracy"]
         assert {"crops/mpii", "whole/mpii", "crops/coco", "crops/coco/no-train"} <= set(acc)
-        assert acc["crops/mpii"]["instances"] > 0
-    head, rows = md_table(md, "### Joint by joint")
-    assert [(r[1], r[2]) for r in rows] == [("int8-static", "crops"), ("int8-static", "whole")]
+        assert acc["crops/mpii"]["instances"] > 0 and 0 <= acc["crops/mpii"]["pckh@0.5"] <= 100
     for c in data["variants"]["efficientpose:int8-static"]["joints_vs_fp32"].values():
         assert 0 <= c["lost"] <= c["fp32_correct"] <= c["labelled"]
         assert c["fp32_correct"] - c["lost"] + c["gained"] == c["int8_correct"]
