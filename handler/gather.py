@@ -140,7 +140,7 @@ def gather_s3(s3, bucket: str, output_prefix: str, execution: str,
         for part in in_order(read, part_keys(s3, bucket, parts_prefix(output_prefix, execution)), READERS):
             if time_left_ms() < MARGIN_MS:
                 raise TimeoutError(f"the gather ran out of time after {totals['parts']} parts "
-                                   f"({totals['photos']} photos); see the README's Batch section")
+                                   f"({totals['photos']} photos); see docs/batch.md")
             gathered.add(part["lines"], part["coco"], part["images"])
             categories = categories or part["categories"]
             totals["parts"] += 1

@@ -17,7 +17,7 @@ sees (cut by the photo's edges, say); for a top-down model (PP-TinyPose) the mos
 (score x box area) comes first instead. Then best score first. So a caller that reads only people[0] gets the person a one-person
 reply described. Chosen on ../shared/eval: ordering by score alone put a small unlabelled passer-by
 first on several photos; with PP-TinyPose, whose look at a whole photo is poorer than MoveNet's, a weak
-match (or that look itself, when it matched nobody) put an unlabelled person first (the README has the
+match (or that look itself, when it matched nobody) put an unlabelled person first (docs/models.md has the
 figures).
 
 When the detector finds nobody (or there is no detector), the pose model looks at the whole photo,
@@ -43,7 +43,7 @@ from .image import prepare
 from .model import Estimate, PoseModel
 from .region import MIN_JOINTS, MIN_SCORE, Region, in_photo, person_region
 
-MAX_PEOPLE = 20  # the most a reply holds, max_people's default: COCO keypoint AP 48.2 against 44.3 at 10 (README)
+MAX_PEOPLE = 20  # the most a reply holds, max_people's default: COCO keypoint AP 48.2 against 44.3 at 10 (docs/models.md)
 JOINT_SCORE_FLOOR = 0.2  # a person's score averages the joints scored above this (as Simple Baselines)
 OKS_SIGMA = 0.07  # one per-joint OKS sigma for every model (COCO's 17 average 0.072)
 OKS_NMS = 0.9  # two people whose joints agree this much (OKS) are one
