@@ -13,11 +13,12 @@ SB_NAME := simple-baselines-$(SB_ARCH)-$(SB_DATASET)
 EVENT ?= events/pose-json.json
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help venv demo test serve invoke events layers validate sam-build deploy-web model export report bench batch batch-s3 bench-batch limits clean
+.PHONY: help venv demo test test-fast serve invoke events layers validate sam-build deploy-web model export report bench batch batch-s3 bench-batch limits clean
 
 help:
 	@echo "make demo     set up (the function's packages only), run it on a bundled photo (out/annotated.png; MODEL=$(MODEL))"
 	@echo "make test     run every test"
+	@echo "make test-fast the inner loop: every test but the slow groups (tools, aws, browser, load, eval)"
 	@echo "make serve    local API + web page on http://127.0.0.1:$(PORT)/ (PORT=..., API_KEY=... to require a key, MODEL=...)"
 	@echo "make invoke   run the function on one event (EVENT=events/....json)"
 	@echo "make layers   build the dependency and model layers and check the 250 MB limit"
@@ -36,13 +37,15 @@ help:
 
 # Two stamps: .run-installed for what the function and the local server need (make demo, serve,
 # invoke), .installed for the rest (tests, build tools, sam), added on top; make demo then make
-# test installs each part once.
+# test installs each part once. The project itself is installed editable (pyproject.toml): handler/ on
+# the venv's path, as on Lambda; build/ and local/ run from here as modules (python -m build.quantize).
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(VENV)/.run-installed: requirements-run.txt handler/requirements.txt | $(PY)
+$(VENV)/.run-installed: requirements-run.txt handler/requirements.txt pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -r requirements-run.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.run-installed requirements-dev.txt
@@ -60,6 +63,11 @@ demo: $(VENV)/.run-installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+
+# The inner loop: every test but the slow groups (pyproject.toml's markers); `make test` runs them all.
+FAST := not (tools or aws or browser or load or eval)
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "$(FAST)" tests
 
 serve: $(VENV)/.run-installed
 	MODEL=$(MODEL) $(PY) -m local.serve --port $(PORT)
@@ -90,27 +98,27 @@ deploy-web: $(VENV)/.installed
 
 # Rebuild the served INT8 models from the FP32 sources (calibration needs ../shared; ONLY=name, CHECK=1).
 model: $(VENV)/.installed
-	$(PY) build/make_models.py $(if $(ONLY),--only $(ONLY)) $(if $(CHECK),--check)
+	$(PY) -m build.make_models $(if $(ONLY),--only $(ONLY)) $(if $(CHECK),--check)
 
 # Simple Baselines from an official checkpoint (SB_CKPT=...pth.tar) or, without one, generated weights.
 export: $(VENV)/.installed
-	$(PY) build/export.py $(if $(SB_CKPT),--checkpoint $(SB_CKPT),--random-init) --arch $(SB_ARCH) --dataset $(SB_DATASET) --out out/models/$(SB_NAME).onnx
-	$(PY) build/quantize.py out/models/$(SB_NAME).onnx out/models/$(SB_NAME).int8.onnx
+	$(PY) -m build.export $(if $(SB_CKPT),--checkpoint $(SB_CKPT),--random-init) --arch $(SB_ARCH) --dataset $(SB_DATASET) --out out/models/$(SB_NAME).onnx
+	$(PY) -m build.quantize out/models/$(SB_NAME).onnx out/models/$(SB_NAME).int8.onnx
 
 # Every model x variant: size, latency, cold start, memory, accuracy -> docs/report.md (QUICK=1: smoke test).
 report: $(VENV)/.installed
-	$(PY) build/report.py $(if $(QUICK),--quick)
-	$(PY) build/report_people.py $(if $(QUICK),--quick)
+	$(PY) -m build.report $(if $(QUICK),--quick)
+	$(PY) -m build.report_people $(if $(QUICK),--quick)
 
 # Simple Baselines variants side by side, the handler end to end per served model, and the batch: P crops in one
 # run vs P runs, and the served files at batch 1 against their fixed-batch versions in git history; the cold
 # start without bytecode (as the layer ships) next to the floor.
 bench: $(VENV)/.installed
-	$(PY) build/bench_models.py --json out/bench/simple-baselines.json
-	$(PY) build/bench_handler.py --json out/bench/handler.json
-	$(PY) build/bench_people.py --json out/bench/people.json
-	$(PY) build/bench_batch_dim.py --json out/bench/batch-dim.json
-	$(PY) build/coldstart.py --json out/bench/coldstart.json
+	$(PY) -m build.bench_models --json out/bench/simple-baselines.json
+	$(PY) -m build.bench_handler --json out/bench/handler.json
+	$(PY) -m build.bench_people --json out/bench/people.json
+	$(PY) -m build.bench_batch_dim --json out/bench/batch-dim.json
+	$(PY) -m build.coldstart --json out/bench/coldstart.json
 
 # Every photo under IN (a folder) -> OUT/results.jsonl, coco_results.json, images.json (local/batch.py).
 batch: $(VENV)/.installed
@@ -124,11 +132,11 @@ batch-s3: $(VENV)/.installed
 
 # Photos per second of the batch code pinned to 1 and 2 cores (build/bench_batch.py; PHOTOS=, ROUNDS=).
 bench-batch: $(VENV)/.installed
-	$(PY) build/bench_batch.py $(if $(PHOTOS),--photos $(PHOTOS)) $(if $(ROUNDS),--rounds $(ROUNDS))
+	$(PY) -m build.bench_batch $(if $(PHOTOS),--photos $(PHOTOS)) $(if $(ROUNDS),--rounds $(ROUNDS))
 
 # The worst legal inputs and hostile ones, each in a fresh process at 1 thread: time and peak RSS (ONLY="case").
 limits: $(VENV)/.installed
-	$(PY) build/limits.py $(if $(ONLY),--only "$(ONLY)") $(if $(BATCH),--batch)
+	$(PY) -m build.limits $(if $(ONLY),--only "$(ONLY)") $(if $(BATCH),--batch)
 
 clean:
 	rm -rf out layers/*/build .aws-sam

@@ -690,9 +690,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{a.dst}: {report.summary()}")
     for what, names in report.changed.items():
         print(f"  {what}: {', '.join(names[:4])}{' ...' if len(names) > 4 else ''}")
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import cards
-    import photos
+    from build import cards
+    from build import photos
 
     paths = [Path(p) for p in (a.check_images if a.check_images is not None
                                else sorted((Path(__file__).resolve().parent.parent / "tests" / "data").glob("*.[jp]*g")))]

@@ -36,8 +36,7 @@ import onnx
 
 BUILD = Path(__file__).resolve().parent
 ROOT = BUILD.parent
-sys.path.insert(0, str(BUILD))
-import photos  # noqa: E402  (puts handler/ on the path)
+from build import photos  # noqa: E402
 from pose.model import PoseModel  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
@@ -159,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     given = dict(item.split("=", 1) for item in a.old)
     if a.models is None:
-        import batch_dim
-        import cards
+        from build import batch_dim
+        from build import cards
 
         a.models = [p for p in sorted((ROOT / "models" / "int8").glob("*.int8.onnx"))
                     if batch_dim.is_pose_model(cards.get_card(onnx.load(str(p), load_external_data=False)))]

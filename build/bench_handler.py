@@ -41,7 +41,6 @@ CASES = (*(f"handler, {f}" for f in FORMATS), "handler, joints", "session.run")
 def child(model: Path, runs: int, warmup: int, threads: int) -> dict:
     os.environ["MODEL_PATH"] = str(model)
     os.environ["MODEL_THREADS"] = str(threads)
-    sys.path.insert(0, str(ROOT))
     t0 = time.perf_counter()
     from local import function
     from local.apigw import LambdaContext, json_event, response_body
@@ -137,7 +136,6 @@ def main(argv: list[str] | None = None) -> int:
     if a.child:
         print(json.dumps(child(a.child, a.runs, a.warmup, a.threads)))
         return 0
-    sys.path.insert(0, str(ROOT))
     from local import function
 
     models = a.models or [m for m in function.served("MODELS").values() if m.is_file()]

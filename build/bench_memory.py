@@ -23,8 +23,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "handler"))
-sys.path.insert(0, str(ROOT))
 
 # name -> (onnxruntime CPU arena of the pose model's session, of the detector's, crops per session.run,
 #          memory.release() after each photo)

@@ -34,9 +34,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import cards  # noqa: E402
-import photos  # noqa: E402
+from build import cards
+from build import photos
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,9 +52,9 @@ def open_session(path: str | Path, threads: int = 1) -> ort.InferenceSession:
 
 
 def build_simple_baselines(workdir: Path, rebuild: bool = False, seed: int = 0) -> dict[str, Path]:
-    import export
-    import quantize
-    import rewrite
+    from build import export
+    from build import quantize
+    from build import rewrite
 
     workdir.mkdir(parents=True, exist_ok=True)
     v = {name: workdir / f"sb-r50-mpii.{name}.onnx" for name in ("fp32", "fp32-rewritten", "int8-dynamic", "int8-static")}

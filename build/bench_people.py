@@ -27,8 +27,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "handler"))
-sys.path.insert(0, str(ROOT))
 
 from local import function  # noqa: E402
 from pose import image  # noqa: E402

@@ -20,11 +20,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "build"))
-sys.path.insert(0, str(ROOT / "handler"))
-sys.path.insert(0, str(ROOT))
 
-import bench_people  # noqa: E402
+from build import bench_people  # noqa: E402
 from pose import image  # noqa: E402
 from pose.detect import open_detector  # noqa: E402
 from pose.model import MAX_BATCH, PoseModel  # noqa: E402

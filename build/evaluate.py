@@ -31,7 +31,6 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "handler"))
 from pose.image import decode  # noqa: E402
 from pose.model import PoseModel  # noqa: E402
 from pose.pipeline import MAX_PEOPLE, estimate_people  # noqa: E402

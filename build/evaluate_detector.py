@@ -30,9 +30,7 @@ import onnx
 
 BUILD = Path(__file__).resolve().parent
 ROOT = BUILD.parent
-sys.path.insert(0, str(BUILD))
-sys.path.insert(0, str(ROOT / "handler"))
-import cards  # noqa: E402
+from build import cards  # noqa: E402
 from pose import detect  # noqa: E402
 from pose.image import decode  # noqa: E402
 

@@ -38,11 +38,10 @@ import onnx
 import onnxruntime as ort
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import batch_dim  # noqa: E402
-import cards  # noqa: E402
-import photos  # noqa: E402
-import simple_baselines as sb  # noqa: E402
+from build import batch_dim
+from build import cards
+from build import photos
+from build import simple_baselines as sb
 
 OPSET = 17
 INPUT_NAME = "input"

@@ -204,7 +204,6 @@ def batch_child(path: Path) -> dict:
     """In a fresh process: the batch function's models, then one photo's record and drawing (records.py)."""
     import time
 
-    sys.path.insert(0, str(ROOT))
     from local import function
 
     function.load()  # the environment of a local run, and the handler on the path
@@ -224,7 +223,6 @@ def child(path: Path) -> dict:
     """In a fresh process: the cold start, then one request with the file."""
     import time
 
-    sys.path.insert(0, str(ROOT))
     from local import function
     from local.apigw import LambdaContext, json_event, response_body
 

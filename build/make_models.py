@@ -39,11 +39,10 @@ import onnx
 from PIL import Image
 
 BUILD = Path(__file__).resolve().parent
-sys.path.insert(0, str(BUILD))
-import batch_dim  # noqa: E402
-import cards  # noqa: E402
-import photos  # noqa: E402
-import quantize  # noqa: E402
+from build import batch_dim  # noqa: E402
+from build import cards  # noqa: E402
+from build import photos  # noqa: E402
+from build import quantize  # noqa: E402
 from pose.model import sha256_of  # noqa: E402
 
 ROOT = BUILD.parent
@@ -155,7 +154,7 @@ def staged_graph(src: Path) -> onnx.ModelProto:
     quant_pre_process), so that node names resolved here are the ones it excludes."""
     import tempfile
 
-    import rewrite
+    from build import rewrite
 
     model, _ = rewrite.rewrite(batch_dim.fix_batch(onnx.load(str(src))))
     quantize.unnamed_to_named(model)
@@ -227,7 +226,7 @@ def compare(ref: dict, got: dict) -> dict:
     """evaluate.run results of FP32 (ref) and INT8 (got) on the same inputs -> per protocol/set: metric
     deltas (INT8 - FP32, points) and, per PCK metric, the joints FP32 got right and INT8 not (lost) and
     the reverse (gained), plus the instances whose OKS moved by more than 0.1."""
-    import evaluate
+    from build import evaluate
 
     out = {}
     for key in ref:
@@ -268,7 +267,7 @@ def print_comparison(table: dict) -> None:
 def latency(paths: dict[str, Path], threads: int, runs: int = 30, warmup: int = 3) -> dict[str, float]:
     """Median ms per model, batch 1, sessions opened as the service does, run in turn round by round in one
     process (so the machine's drift hits all alike)."""
-    from bench_models import open_session
+    from build.bench_models import open_session
 
     sessions = {k: open_session(p, threads) for k, p in paths.items()}
     feeds = {}
@@ -288,7 +287,7 @@ def latency(paths: dict[str, Path], threads: int, runs: int = 30, warmup: int = 
 
 
 def check(names: list[str], runs: int = 30) -> int:
-    import evaluate
+    from build import evaluate
     from pose.model import PoseModel
 
     if not (evaluate.EVAL / "mpii.json").is_file():
@@ -297,7 +296,7 @@ def check(names: list[str], runs: int = 30) -> int:
     for name in names:
         fp32, int8 = MODELS / f"{name}.onnx", INT8 / f"{name}.int8.onnx"
         if cards.get_card(onnx.load(str(int8), load_external_data=False))["output"]["kind"] in cards.card_schema.DETECTOR_OUTPUTS:
-            import evaluate_detector  # a person detector: box AP, not joints
+            from build import evaluate_detector  # a person detector: box AP, not joints
 
             print(f"{name}: FP32 vs INT8, person boxes")
             evaluate_detector.main([str(fp32), str(int8), "--runs", str(runs)])

@@ -13,14 +13,12 @@ Preprocessing is the service's own: ``pose.image.decode`` (EXIF, colour modes) t
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "handler"))
 from pose import card as card_schema  # noqa: E402
 from pose import detect as pose_detect  # noqa: E402
 from pose import image as pose_image  # noqa: E402

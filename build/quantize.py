@@ -74,12 +74,11 @@ from onnxruntime import quantization as oq
 from onnxruntime.quantization import calibrate as oq_calibrate
 from onnxruntime.quantization import registry
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import batch_dim  # noqa: E402
-import cards  # noqa: E402
-import photos  # noqa: E402
-import rewrite as deconv_rewrite  # noqa: E402
-from pose.model import sha256_of  # noqa: E402  (photos put handler/ on the path)
+from build import batch_dim
+from build import cards
+from build import photos
+from build import rewrite as deconv_rewrite
+from pose.model import sha256_of
 
 PRESETS = {  # name -> (activation type, weight type)
     "u8s8": (oq.QuantType.QUInt8, oq.QuantType.QInt8),

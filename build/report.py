@@ -53,11 +53,9 @@ import onnxruntime as ort
 
 BUILD = Path(__file__).resolve().parent
 ROOT = BUILD.parent
-sys.path.insert(0, str(BUILD))
-sys.path.insert(0, str(ROOT / "handler"))
-import bench_models  # noqa: E402
-import evaluate  # noqa: E402
-import photos  # noqa: E402
+from build import bench_models  # noqa: E402
+from build import evaluate  # noqa: E402
+from build import photos  # noqa: E402
 from pose.model import sha256_of  # noqa: E402
 from pose import card as card_schema  # noqa: E402
 from pose import image as pose_image  # noqa: E402
@@ -103,7 +101,7 @@ def read_card(path: Path) -> dict:
 
 def dynamic_variant(name: str, workdir: Path, rebuild: bool) -> Path:
     """models/<name>.onnx through the seed's recipe into workdir, rebuilt when its FP32 source changed."""
-    import quantize
+    from build import quantize
 
     src, dst = ROOT / "models" / f"{name}.onnx", workdir / f"{name}.int8-dynamic.onnx"
     if dst.is_file() and not rebuild:
@@ -215,16 +213,15 @@ def measure_agreement(variants: list[Variant], n_photos: int = 8) -> dict:
 COLD_CHILD = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
-sys.path.insert(0, sys.argv[1])
 import numpy, onnxruntime
 from pose.image import decode
 from pose.model import PoseModel
 t1 = time.perf_counter()
 out = {"import_ms": (t1 - t0) * 1e3}
-if sys.argv[2]:
-    m = PoseModel(sys.argv[2], threads=int(sys.argv[3]))
+if sys.argv[1]:
+    m = PoseModel(sys.argv[1], threads=int(sys.argv[2]))
     t2 = time.perf_counter()
-    rgb = decode(open(sys.argv[4], "rb").read())
+    rgb = decode(open(sys.argv[3], "rb").read())
     t3 = time.perf_counter()
     est = m.estimate(rgb)
     t4 = time.perf_counter()
@@ -241,8 +238,9 @@ print(json.dumps(out))
 
 def cold_sample(path: Path | None, threads: int) -> dict:
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", COLD_CHILD, str(ROOT / "handler"), str(path or ""), str(threads),
-                           str(LATENCY_PHOTO)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", COLD_CHILD, str(path or ""), str(threads), str(LATENCY_PHOTO)],
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "handler")}, capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
     wall = (time.perf_counter() - t0) * 1e3
     if proc.returncode != 0:
         raise RuntimeError(f"cold start of {path} failed: {proc.stderr.strip()[-500:]}")

@@ -27,12 +27,9 @@ from pathlib import Path
 
 BUILD = Path(__file__).resolve().parent
 ROOT = BUILD.parent
-sys.path.insert(0, str(BUILD))
-sys.path.insert(0, str(ROOT / "handler"))
-sys.path.insert(0, str(ROOT))
-import bench_people  # noqa: E402
-import evaluate  # noqa: E402
-import evaluate_detector  # noqa: E402
+from build import bench_people  # noqa: E402
+from build import evaluate  # noqa: E402
+from build import evaluate_detector  # noqa: E402
 from pose.detect import open_detector  # noqa: E402
 from pose.model import PoseModel  # noqa: E402
 

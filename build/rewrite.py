@@ -41,8 +41,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import cards  # noqa: E402
+from build import cards
 
 REWRITE_NAME = "convtranspose4x4s2p1->conv2x2p1+DepthToSpace(DCR)+Slice"
 SINK_NAME = "conv1x1 after DepthToSpace+Slice->grouped conv1x1 before them"
@@ -332,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
           f"-> {args.dst} ({Path(args.dst).stat().st_size / 1e6:.1f} MB)")
     for name, reason in report.skipped:
         print(f"  left as is: {name}: {reason}")
-    import photos
+    from build import photos
 
     dirs = args.check_images if args.check_images is not None else [str(d) for d in photos.default_dirs()]
     paths = photos.list_images(dirs)[: args.max_images] if dirs else []

@@ -50,13 +50,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-BUILD = Path(__file__).resolve().parent
-sys.path.insert(0, str(BUILD))
-import evaluate  # noqa: E402
-import make_models  # noqa: E402
-import photos  # noqa: E402
-import quantize  # noqa: E402
-from pose.model import PoseModel  # noqa: E402
+from build import evaluate
+from build import make_models
+from build import photos
+from build import quantize
+from pose.model import PoseModel
 
 # --- calibration once per (model, method, photos) ------------------------------------------------------------
 

@@ -32,10 +32,8 @@ from PIL import Image
 
 BUILD = Path(__file__).resolve().parent
 ROOT = BUILD.parent
-sys.path.insert(0, str(BUILD))
-sys.path.insert(0, str(ROOT / "handler"))
 
-import convert_tfjs  # noqa: E402  (stdlib-only at import time: package fetch and pinned hashes)
+from build import convert_tfjs  # noqa: E402  (stdlib-only at import time: package fetch and pinned hashes)
 from pose import card as card_schema  # noqa: E402
 
 TFJS_VERSION = "4.22.0"

@@ -22,11 +22,8 @@ from urllib.parse import quote
 import boto3
 from tqdm import tqdm
 
-from local import function
-
-sys.path.insert(0, str(function.ROOT / "handler"))
-from pose.errors import BadParameter  # noqa: E402
-from pose.records import Options  # noqa: E402
+from pose.errors import BadParameter
+from pose.records import Options
 
 DONE_ITEMS = ("succeeded", "failed", "timedOut", "aborted")
 

@@ -24,9 +24,19 @@ DATA = ROOT / "tests" / "data"
 SHARED = ROOT.parent / "shared"
 EVAL = SHARED / "eval"
 
-for p in (str(ROOT / "handler"), str(ROOT)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
+def pytest_configure(config):
+    """The processes the tests start import what the tests import: pytest's `pythonpath` (pyproject.toml),
+    ahead of whatever the venv has installed (which may be another checkout of the project)."""
+    paths = [str(p) for p in config.getini("pythonpath")]
+    os.environ["PYTHONPATH"] = os.pathsep.join(paths + [p for p in [os.environ.get("PYTHONPATH")] if p])
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test in no group (pyproject.toml's markers; a module without `pytestmark`) is a unit test."""
+    groups = [line.split(":")[0] for line in config.getini("markers")]
+    for item in items:
+        if not any(item.get_closest_marker(g) for g in groups):
+            item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ function itself, on a toy graph that hard-codes a batch of 1 the way MoveNet's i
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +20,7 @@ from pose.model import PoseModel
 from local.function import served
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "build"))
-import batch_dim  # noqa: E402
+from build import batch_dim  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
 SERVED = list(served("MODELS").values())  # PP-TinyPose's served file is its source

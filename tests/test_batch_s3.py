@@ -25,7 +25,6 @@ from test_batch_local import api_reply, assert_same_reply
 
 pytest.importorskip("moto.server")
 
-sys.path.insert(0, str(ROOT / "handler"))
 import gather  # noqa: E402
 from pose import records  # noqa: E402
 
@@ -36,7 +35,6 @@ JOB = {"input": {"bucket": PHOTOS, "prefix": IN}, "output": {"bucket": RESULTS, 
 
 INVOKE = """
 import json, sys
-sys.path.insert(0, "handler")
 spec = json.loads(sys.stdin.read())
 
 class Context:

@@ -6,7 +6,6 @@ ResNet-50 throughout (as the official MPII checkpoint); small inputs where the i
 from __future__ import annotations
 
 import io
-import sys
 import warnings
 from pathlib import Path
 
@@ -17,12 +16,11 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "build"))
-import cards  # noqa: E402
-import export  # noqa: E402
-import photos  # noqa: E402
-import rewrite  # noqa: E402
-import simple_baselines as sb  # noqa: E402
+from build import cards  # noqa: E402
+from build import export  # noqa: E402
+from build import photos  # noqa: E402
+from build import rewrite  # noqa: E402
+from build import simple_baselines as sb  # noqa: E402
 
 SMALL = 64  # input side for the export tests: a 16x16 heatmap, every layer still exercised
 PHOTOS = [ROOT / "tests" / "data" / name for name in ("pose.jpg", "Pilots.jpg", "astronaut.png")]  # committed

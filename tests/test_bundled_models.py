@@ -1,8 +1,8 @@
 """The FP32 source models in models/ (made by build/convert_tfjs.py from TF.js): each loads in
 onnxruntime, carries a valid card that matches its graph, and finds the person in pose.jpg.
 
-onnxruntime, numpy and pillow only; the card validator is the service's (handler/ is put on
-sys.path by conftest.py).
+onnxruntime, numpy and pillow only; the card validator is the service's (handler/ is on the path: pyproject.toml's
+pytest `pythonpath`).
 """
 
 from __future__ import annotations

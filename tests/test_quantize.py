@@ -8,7 +8,6 @@ default calibration set reads ../shared and skips when it is absent.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +17,13 @@ import torch
 from onnx import numpy_helper
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "build"))
-import bench_models  # noqa: E402
-import cards  # noqa: E402
-import export  # noqa: E402
-import photos  # noqa: E402
-import quantize  # noqa: E402
-import rewrite  # noqa: E402
-import simple_baselines as sb  # noqa: E402
+from build import bench_models  # noqa: E402
+from build import cards  # noqa: E402
+from build import export  # noqa: E402
+from build import photos  # noqa: E402
+from build import quantize  # noqa: E402
+from build import rewrite  # noqa: E402
+from build import simple_baselines as sb  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
 PHOTOS = [DATA / "pose.jpg", DATA / "Pilots.jpg", DATA / "astronaut.png"]
@@ -283,7 +281,7 @@ def test_bundled_models_keep_their_heads_and_in_graph_decoding_fp32(name, heads,
 def test_simple_baselines_export_and_its_int8_take_a_batch_of_different_photos(sb_fp32, sb_int8):
     """Symbolic batch "N" in and out (build/batch_dim.py via export.py and quantize.py), and a batch of P photos
     (and their mirror images) gives each one what a run on it alone gives."""
-    import batch_dim
+    from build import batch_dim
     import onnxruntime as ort
 
     card = cards.get_card(onnx.load(str(sb_fp32), load_external_data=False))
