@@ -103,6 +103,7 @@ def _graph_inputs(g: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
 def probe(model: onnx.ModelProto) -> tuple[dict[str, tuple[int, ...]], dict[str, np.ndarray]]:
     """One onnxruntime run at batch 1 on zeros: the shape of every tensor, and the value of the small ones."""
     import onnxruntime as ort
+    from pose.model import session_options
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -126,9 +127,8 @@ def probe(model: onnx.ModelProto) -> tuple[dict[str, tuple[int, ...]], dict[str,
             if t and t not in have:
                 g.output.add().name = t
                 have.add(t)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
+    options = session_options(None)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # every tensor as written
     sess = ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     shapes: dict[str, tuple[int, ...]] = {k: v.shape for k, v in feeds.items()}

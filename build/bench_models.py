@@ -36,19 +36,14 @@ import onnxruntime as ort
 
 from build import cards
 from build import photos
+from pose.model import session_options
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def open_session(path: str | Path, threads: int = 1) -> ort.InferenceSession:
-    o = ort.SessionOptions()
-    o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    o.intra_op_num_threads = threads
-    o.inter_op_num_threads = 1
-    o.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    o.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    o.log_severity_level = 3
-    return ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
+    """A session with the service's options (pose/model.py), so a variant is measured as it would be served."""
+    return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
 
 
 def build_simple_baselines(workdir: Path, rebuild: bool = False, seed: int = 0) -> dict[str, Path]:

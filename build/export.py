@@ -42,6 +42,7 @@ from build import batch_dim
 from build import cards
 from build import photos
 from build import simple_baselines as sb
+from pose.model import session_options
 
 OPSET = 17
 INPUT_NAME = "input"
@@ -136,11 +137,9 @@ def export(model: sb.PoseResNet, out: str | Path, card: dict, opset: int = OPSET
     return m
 
 
-def session(path: str | Path, threads: int = 0) -> ort.InferenceSession:
-    o = ort.SessionOptions()
-    o.intra_op_num_threads = threads
-    o.log_severity_level = 3
-    return ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
+def session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
+    """A session with the service's options (pose/model.py; `threads` None: one per CPU)."""
+    return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
 
 
 @torch.no_grad()

@@ -31,12 +31,6 @@ def official_state_dict(model: torch.nn.Module) -> dict:
     return {k: v.clone() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
 
 
-def session(path) -> ort.InferenceSession:
-    o = ort.SessionOptions()
-    o.log_severity_level = 3
-    return ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
-
-
 @pytest.fixture(scope="module")
 def r50() -> sb.PoseResNet:
     """Generated weights, BatchNorm statistics from real photos (heatmaps of a realistic scale)."""
@@ -153,7 +147,7 @@ def test_export_matches_pytorch_on_synthetic_input_with_batch_2(r50, exported):
     x = export.synthetic_batch(2, SMALL, SMALL, seed=5).numpy()
     with torch.no_grad():
         ref = r50(torch.from_numpy(x)).numpy()
-    got = session(path).run(None, {"input": x})[0]
+    got = export.session(path).run(None, {"input": x})[0]
     assert got.shape == (2, 16, SMALL // 4, SMALL // 4)
     assert np.abs(ref - got).max() < 1e-4 * max(1.0, np.abs(ref).max())
 

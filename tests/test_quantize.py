@@ -282,13 +282,12 @@ def test_simple_baselines_export_and_its_int8_take_a_batch_of_different_photos(s
     """Symbolic batch "N" in and out (build/batch_dim.py via export.py and quantize.py), and a batch of P photos
     (and their mirror images) gives each one what a run on it alone gives."""
     from build import batch_dim
-    import onnxruntime as ort
+    from pose.model import session_options
 
     card = cards.get_card(onnx.load(str(sb_fp32), load_external_data=False))
     x = photos.prepare_all(PHOTOS, card)
     inputs = x + [t[..., ::-1].copy() for t in x]
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
+    options = session_options(1)
     for path, tolerance in ((sb_fp32, 1e-5), (sb_int8[0], 1e-6)):
         m = onnx.load(str(path), load_external_data=False)
         for v in (m.graph.input[0], m.graph.output[0]):
