@@ -355,6 +355,19 @@ def _smoke_run(path: Path) -> dict[str, list[int]]:
     return {o.name: list(v.shape) for o, v in zip(sess.get_outputs(), sess.run(None, feeds))}
 
 
+def write_output_shapes(raw: Path, graph: "onnx.GraphProto") -> dict[str, list[int]]:  # noqa: F821
+    """The output shapes one run of the file at `raw` gives, written into `graph` where they are symbolic:
+    tf2onnx leaves the heatmap size (and NanoDet's cell counts) symbolic (the TF graph computes them with
+    Shape ops), but the input is fixed."""
+    shapes = _smoke_run(raw)
+    for out in graph.output:
+        if any(not isinstance(d, int) or d <= 0 for d in _dims(out)):
+            for dim, size in zip(out.type.tensor_type.shape.dim, shapes[out.name]):
+                dim.Clear()
+                dim.dim_value = size
+    return shapes
+
+
 def finish(raw: Path, key: str, spec: dict, opset: int, source_sha: dict) -> "onnx.ModelProto":  # noqa: F821
     import onnx
     import tf2onnx
@@ -375,15 +388,7 @@ def finish(raw: Path, key: str, spec: dict, opset: int, source_sha: dict) -> "on
     if folded:
         log(f"  {folded} constant nodes folded")
     canonical_initializer_names(graph)
-
-    # tf2onnx leaves the heatmap size (and NanoDet's cell counts) symbolic (the TF graph computes them
-    # with Shape ops); the input is fixed, so write the shapes one run gives.
-    shapes = _smoke_run(raw)
-    for out in graph.output:
-        if any(not isinstance(d, int) or d <= 0 for d in _dims(out)):
-            for dim, size in zip(out.type.tensor_type.shape.dim, shapes[out.name]):
-                dim.Clear()
-                dim.dim_value = size
+    shapes = write_output_shapes(raw, graph)
 
     c = dict(spec["card"])
     c["input"] = {"name": inp.name, **c["input"]}

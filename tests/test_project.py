@@ -4,6 +4,7 @@ same import name."""
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -64,3 +65,13 @@ def test_no_code_of_the_repository_edits_the_import_path():
     edits = [f"{name}:{n}: {line.strip()}" for name in tracked.stdout.split() if ROOT / name != this
              for n, line in enumerate((ROOT / name).read_text().splitlines(), 1) if PATH_EDIT.search(line)]
     assert edits == []
+
+
+def test_no_function_of_the_build_tools_is_over_60_lines():
+    """Long tools are split into named steps. build/report.py is the exception until it is split into
+    measuring and rendering."""
+    long = [f"{path.name}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for path in sorted((ROOT / "build").glob("*.py")) if path.name != "report.py"
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60]
+    assert long == []
