@@ -30,7 +30,7 @@ The rewrite is idempotent: on its own output (and on a graph that already batche
 of Simple Baselines) it changes nothing but the dimension's name, so every build step may apply it.
 ``batch_mismatch`` checks the result with onnxruntime: a batch of P inputs against P batch-1 runs.
 
-    python build/batch_dim.py SRC.onnx DST.onnx [--check-images tests/data/pose.jpg ...]
+    python -m build.batch_dim SRC.onnx DST.onnx [--check-images tests/data/pose.jpg ...]
 """
 
 from __future__ import annotations

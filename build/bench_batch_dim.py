@@ -1,9 +1,9 @@
 """What the dynamic batch costs and buys: the served models at batch 1 before and after build/batch_dim.py, and a
 batch of P person crops in one run against P runs of one crop.
 
-    python build/bench_batch_dim.py --json out/bench/batch-dim.json   # the served pose models, as `make bench` runs it
-    python build/bench_batch_dim.py --models models/int8/movenet-thunder.int8.onnx --runs 30 --sizes 2 4 8
-    python build/bench_batch_dim.py --old movenet-thunder=/tmp/movenet-thunder.fixed.onnx
+    python -m build.bench_batch_dim --json out/bench/batch-dim.json   # the served pose models, as `make bench` runs it
+    python -m build.bench_batch_dim --models models/int8/movenet-thunder.int8.onnx --runs 30 --sizes 2 4 8
+    python -m build.bench_batch_dim --old movenet-thunder=/tmp/movenet-thunder.fixed.onnx
 
 Sessions are the service's own (``pose.model.PoseModel(path, threads)``: graph optimisation ALL, one intra-op
 thread by default, no spinning), each case one ``session.run`` call per run. Inputs are real crops of the photos in tests/data prepared by the service's

@@ -1,8 +1,8 @@
 """End-to-end handler latency per served model, next to its pure inference time.
 
-    python build/bench_handler.py                      # every pose model the model layer serves
+    python -m build.bench_handler                      # every pose model the model layer serves
                                                        # (layers/model/Makefile); writes out/bench/handler.json
-    python build/bench_handler.py --models models/int8/efficientpose.int8.onnx --runs 10 --threads 2
+    python -m build.bench_handler --models models/int8/efficientpose.int8.onnx --runs 10 --threads 2
 
 The handler module holds one model per process (it loads MODEL_PATH when imported), so each model is measured
 in its own fresh process (this script with --child), configured as local/function.py configures a local run and

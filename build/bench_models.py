@@ -1,7 +1,7 @@
 """Size, latency and agreement of model variants, side by side in one process.
 
-    python build/bench_models.py                        # Simple Baselines R50 MPII (random-init): 4 variants
-    python build/bench_models.py --models a.onnx b.onnx --reference a.onnx --json out/bench.json
+    python -m build.bench_models                        # Simple Baselines R50 MPII (random-init): 4 variants
+    python -m build.bench_models --models a.onnx b.onnx --reference a.onnx --json out/bench.json
 
 Default set (built into ``--workdir`` unless present; ``--rebuild`` forces it):
 

@@ -1,6 +1,6 @@
 """Every person in a photo, timed: one person vs every person, batched vs one pose run per person.
 
-    python build/bench_people.py [--runs 15] [--threads 1] [--json out/bench/people.json]
+    python -m build.bench_people [--runs 15] [--threads 1] [--json out/bench/people.json]
 
 In one process at MODEL_THREADS threads (default 1: what Lambda's default 2048 MB buys), with the
 served pose model and the bundled detector as the function loads them, each round times, in a

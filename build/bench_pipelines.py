@@ -1,6 +1,6 @@
 """Pose model and detector pairs side by side: the time of a photo's every person, at one thread.
 
-    python build/bench_pipelines.py [--rounds 15] [--json out/bench/pipelines.json]
+    python -m build.bench_pipelines [--rounds 15] [--json out/bench/pipelines.json]
 
 What POST /pose does without the annotated image (decode, detect, crops, pose runs, people), through the
 service's own pipeline, for each pipeline in turn, round after round in one process (the machine's drift

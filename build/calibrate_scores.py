@@ -1,8 +1,8 @@
 """Fit a pose model's score maps (raw scores -> probabilities) on labelled photos and write them into its card.
 
-    python build/calibrate_scores.py models/pp-tinypose-256x192.onnx --detector models/rtmdet-nano.onnx \
-        --maps models/score-maps/pp-tinypose-256x192.json         # then: python build/convert_openvino.py
-    python build/calibrate_scores.py MODEL.onnx --detector DETECTOR.onnx   # measure only
+    python -m build.calibrate_scores models/pp-tinypose-256x192.onnx --detector models/rtmdet-nano.onnx \
+        --maps models/score-maps/pp-tinypose-256x192.json         # then: python -m build.convert_openvino
+    python -m build.calibrate_scores MODEL.onnx --detector DETECTOR.onnx   # measure only
 
 The maps are written as JSON (`--maps`), which the model's build step puts into its card (for PP-TinyPose,
 build/convert_openvino.py reads models/score-maps/), so that the build stays reproducible.

@@ -1,8 +1,8 @@
 """RTMDet-nano, OpenMMLab's person detector, as a served ONNX file: the published graph with the model card.
 
     git --git-dir=DIR show f7cb01b156d0ddce64ea09dfd24e450103782db9:models/rtmdet_nano.onnx > /tmp/rtmdet_nano.onnx
-    python build/card_rtmdet.py /tmp/rtmdet_nano.onnx                  # -> models/rtmdet-nano.onnx
-    python build/card_rtmdet.py SRC --out /tmp/x.onnx --size 320 --color RGB   # variants to measure
+    python -m build.card_rtmdet /tmp/rtmdet_nano.onnx                  # -> models/rtmdet-nano.onnx
+    python -m build.card_rtmdet SRC --out /tmp/x.onnx --size 320 --color RGB   # variants to measure
 
 DIR is a clone of github.com/zli20/RtmDet-RtmPose-OnnxRuntime. The file there is an mmdeploy export
 (pytorch 1.11.0, opset 11) with its post-processing in the graph: input ``input`` [batch, 3, height, width]

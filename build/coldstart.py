@@ -1,9 +1,9 @@
 """Cold start as Lambda pays it: the layer's packages without bytecode, next to the floor.
 
-    python build/coldstart.py                       # 9 rounds; writes out/bench/coldstart.json
-    python build/coldstart.py --rounds 15 --detector none
-    python build/coldstart.py --baseline main       # also the function as it is at git ref main
-    python build/coldstart.py --layer-python python3.12   # the dependency layer itself, on Lambda's Python
+    python -m build.coldstart                       # 9 rounds; writes out/bench/coldstart.json
+    python -m build.coldstart --rounds 15 --detector none
+    python -m build.coldstart --baseline main       # also the function as it is at git ref main
+    python -m build.coldstart --layer-python python3.12   # the dependency layer itself, on Lambda's Python
 
 The dependency layer ships no ``.pyc`` files unless it is built with a CPython 3.12 (``PYC_PYTHON``), and
 /opt is read-only on Lambda, so every cold start compiles each module it imports. To measure that here,

@@ -6,8 +6,8 @@ github.com/guojin-yan/Csharp_and_OpenVINO_deploy_PP-TinyPose holds (commit ``SNA
 are committed in ``models/sources/tinypose_256_192/`` (with the Paddle export's ``infer_cfg.yml``, which
 gives the preprocessing), so the conversion and its check run without the snapshot::
 
-    .venv/bin/python build/convert_openvino.py            # -> models/pp-tinypose-256x192.onnx
-    .venv/bin/python build/convert_openvino.py --check    # and compare it with OpenVINO on tests/data
+    .venv/bin/python -m build.convert_openvino            # -> models/pp-tinypose-256x192.onnx
+    .venv/bin/python -m build.convert_openvino --check    # and compare it with OpenVINO on tests/data
 
 Steps:
 

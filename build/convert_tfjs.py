@@ -16,9 +16,10 @@ It runs in one separate, throw-away virtualenv that has the heavy conversion dep
 
     python3.11 -m venv /tmp/tfconv
     /tmp/tfconv/bin/pip install -r build/requirements-convert.txt
-    /tmp/tfconv/bin/python build/convert_tfjs.py --out models/
+    /tmp/tfconv/bin/pip install --no-deps -e .        # the project: handler/ (pose) on its path
+    /tmp/tfconv/bin/python -m build.convert_tfjs --out models/
     # or, with the package already unpacked (the folder that holds models/ and package.json):
-    /tmp/tfconv/bin/python build/convert_tfjs.py --out models/ --package-dir /tmp/hm/package
+    /tmp/tfconv/bin/python -m build.convert_tfjs --out models/ --package-dir /tmp/hm/package
 
 Steps, for each model:
 

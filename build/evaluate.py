@@ -1,6 +1,6 @@
 """Accuracy of a served model on the shared eval set (../shared/eval), through the service's own code.
 
-    python build/evaluate.py models/pp-tinypose-256x192.onnx [--detector models/rtmdet-nano.onnx] [--json out/eval.json]
+    python -m build.evaluate models/pp-tinypose-256x192.onnx [--detector models/rtmdet-nano.onnx] [--json out/eval.json]
 
 Two protocols, as the eval README describes them:
 - crops: the model runs on each labelled instance's square crop and is scored against that instance;

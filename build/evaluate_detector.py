@@ -1,7 +1,7 @@
 """Person box AP and speed of detector variants, side by side, through the service's own code (pose.detect).
 
-    python build/evaluate_detector.py models/nanodet.onnx models/int8/nanodet.int8.onnx
-    python build/evaluate_detector.py models/nanodet.onnx --resize letterbox stretch --sizes 416 320
+    python -m build.evaluate_detector models/nanodet.onnx models/int8/nanodet.int8.onnx
+    python -m build.evaluate_detector models/nanodet.onnx --resize letterbox stretch --sizes 416 320
 
 Accuracy: every variant runs on each of the 23 photos of ../shared/eval/coco_multi.json (read in place) and
 its person boxes (score >= 0.05, at most 100 per photo) are scored with pycocotools' COCOeval "bbox" on the

@@ -1,8 +1,8 @@
 """Export Simple Baselines (pose_resnet) to ONNX with its model card.
 
-    python build/export.py --checkpoint pose_resnet_50_256x256.pth.tar --arch resnet50 --dataset mpii \
+    python -m build.export --checkpoint pose_resnet_50_256x256.pth.tar --arch resnet50 --dataset mpii \
         --out models/simple-baselines-r50-mpii.onnx
-    python build/export.py --random-init --arch resnet50 --dataset mpii --out out/sb-r50-mpii-random.onnx
+    python -m build.export --random-init --arch resnet50 --dataset mpii --out out/sb-r50-mpii-random.onnx
 
 The graph: opset 17, input ``input`` (N, 3, H, W) float32 with a dynamic batch, output ``heatmaps``
 (N, joints, H/4, W/4); ``batch_dim.make_batch_dynamic`` names the batch ``N`` as in every served model and

@@ -1,8 +1,8 @@
 """The worst inputs the service accepts, and the hostile ones it must refuse, each timed and measured.
 
-    python build/limits.py                   # every case; prints a table, writes out/limits.json
-    python build/limits.py --only "RGBA PNG, 40 MP"
-    python build/limits.py --batch           # the batch's 64 MP cases; writes out/limits-batch.json
+    python -m build.limits                   # every case; prints a table, writes out/limits.json
+    python -m build.limits --only "RGBA PNG, 40 MP"
+    python -m build.limits --batch           # the batch's 64 MP cases; writes out/limits-batch.json
 
 Each case is one file, made here (from tests/data/pose.jpg where it needs content), sent base64 in
 a JSON body (the larger of the two body shapes) through ``app.lambda_handler`` with ``return_image``

@@ -1,9 +1,9 @@
 """Rebuild the served INT8 models, models/int8/<name>.int8.onnx, from the FP32 models in models/.
 
-    python build/make_models.py                 # every model (the pose models and the detector)
-    python build/make_models.py --only movenet-thunder
-    python build/make_models.py --check         # rebuild, then FP32 vs INT8: accuracy deltas, joints, latency
-    python build/make_models.py --check-only    # only the check, on the INT8 files as they are
+    python -m build.make_models                 # every model (the pose models and the detector)
+    python -m build.make_models --only movenet-thunder
+    python -m build.make_models --check         # rebuild, then FP32 vs INT8: accuracy deltas, joints, latency
+    python -m build.make_models --check-only    # only the check, on the INT8 files as they are
 
 The options per model are the dict ``RECIPES`` below (chosen with ``build/sensitivity.py``, whose
 header has the table of variants that chose them). Quantization itself is ``build/quantize.py``

@@ -1,6 +1,6 @@
 """Every person in a photo, measured: docs/people.md and docs/people.json.
 
-    python build/report_people.py [--quick]
+    python -m build.report_people [--quick]
 
 Side by side, through the service's own pipeline (pose/pipeline.py) on ../shared/eval:
 

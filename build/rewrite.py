@@ -26,7 +26,7 @@ pixel by pixel, so it commutes with both: it is moved before them as a grouped 1
 per phase, each with the original weight), and the pixel shuffle then moves 4 x joints channels instead of
 4 x 256 (exact as well; it saves most of the DepthToSpace time at 64x64).
 
-    python build/rewrite.py models/x.onnx out/x.rewritten.onnx [--check-images DIR ...]
+    python -m build.rewrite models/x.onnx out/x.rewritten.onnx [--check-images DIR ...]
 """
 
 from __future__ import annotations

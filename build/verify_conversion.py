@@ -8,8 +8,8 @@ the model input and scaled as the model card says.
 
 Runs in the project venv (numpy, pillow, onnxruntime; no TensorFlow) and needs node and npm::
 
-    .venv/bin/python build/verify_conversion.py --package-dir /tmp/hm/package
-    .venv/bin/python build/verify_conversion.py            # npm-packs the package itself
+    .venv/bin/python -m build.verify_conversion --package-dir /tmp/hm/package
+    .venv/bin/python -m build.verify_conversion            # npm-packs the package itself
 
 The TF.js runtime is npm-installed once into ``--tfjs-dir`` (default: a folder in the system temp
 dir), never into the repository. Prints, per model and photo, the max abs difference of the
