@@ -32,9 +32,12 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """A test in no group (pyproject.toml's markers; a module without `pytestmark`) is a unit test."""
+    """A test that reads the eval set (through `eval_set` or `coco_multi`) is in the eval group; a test in no group
+    (pyproject.toml's markers; a module without `pytestmark`) is a unit test."""
     groups = [line.split(":")[0] for line in config.getini("markers")]
     for item in items:
+        if {"eval_set", "coco_multi"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.eval)
         if not any(item.get_closest_marker(g) for g in groups):
             item.add_marker(pytest.mark.unit)
 
@@ -50,6 +53,14 @@ def eval_set() -> dict:
     if not (EVAL / "mpii.json").is_file():
         pytest.skip(f"the eval set is absent ({EVAL}): clone the project with ../shared beside it to run this test")
     return {name: json.loads((EVAL / f"{name}.json").read_text()) for name in ("mpii", "coco")}
+
+
+@pytest.fixture(scope="session")
+def coco_multi() -> Path:
+    """The eval set's photos of several people, labelled (coco_multi.json), or a skip naming what is missing."""
+    if not (EVAL / "coco_multi.json").is_file():
+        pytest.skip(f"the eval set is absent ({EVAL}): clone the project with ../shared beside it to run this test")
+    return EVAL / "coco_multi.json"
 
 
 def served_model(name: str | None = None) -> Path:

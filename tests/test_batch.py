@@ -22,6 +22,8 @@ from local.function import served
 ROOT = Path(__file__).resolve().parent.parent
 from build import batch_dim  # noqa: E402
 
+pytestmark = pytest.mark.model
+
 DATA = ROOT / "tests" / "data"
 SERVED = list(served("MODELS").values())  # PP-TinyPose's served file is its source
 SOURCES = [ROOT / "models" / "movenet-thunder.onnx", ROOT / "models" / "efficientpose.onnx"]

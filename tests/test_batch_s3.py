@@ -28,6 +28,8 @@ pytest.importorskip("moto.server")
 import gather  # noqa: E402
 from pose import records  # noqa: E402
 
+pytestmark = pytest.mark.aws
+
 PHOTOS, RESULTS = "photos", "results"
 IN, OUT = "in/", "run/"
 EXECUTION = "test-execution"

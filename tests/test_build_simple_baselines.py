@@ -22,6 +22,8 @@ from build import photos  # noqa: E402
 from build import rewrite  # noqa: E402
 from build import simple_baselines as sb  # noqa: E402
 
+pytestmark = pytest.mark.tools
+
 SMALL = 64  # input side for the export tests: a 16x16 heatmap, every layer still exercised
 PHOTOS = [ROOT / "tests" / "data" / name for name in ("pose.jpg", "Pilots.jpg", "astronaut.png")]  # committed
 

@@ -16,6 +16,8 @@ from PIL import Image
 
 from pose import card as card_schema
 
+pytestmark = pytest.mark.model
+
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
 BUNDLED = ("movenet-thunder", "efficientpose")

@@ -22,6 +22,8 @@ from conftest import ROOT, served_model
 from pose.model import sha256_of
 from test_template import TEMPLATE, evaluate, holds, parameter_values, refused_by, translate
 
+pytestmark = pytest.mark.tools
+
 
 def detector() -> Path | None:
     return coldstart.DETECTOR if coldstart.DETECTOR.is_file() else None

@@ -20,6 +20,8 @@ from build import evaluate
 from local import function
 from pose.model import PoseModel, load_detector_from_env
 
+pytestmark = pytest.mark.model
+
 
 def served_pipeline(threads: int = 1) -> evaluate.Pipeline:
     """The default model and the bundled detector in process, as the function loads them."""

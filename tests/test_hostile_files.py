@@ -27,6 +27,8 @@ from pose import image
 from pose.errors import PoseError, TooLarge, UnsupportedImage
 from test_hostile_input import logs, no_pixel_decoding  # noqa: F401  (fixtures)
 
+pytestmark = pytest.mark.model
+
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")

@@ -22,6 +22,8 @@ import pytest
 
 from local import function
 
+pytestmark = pytest.mark.aws
+
 ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = ROOT / "handler" / "requirements.txt"
 MODEL_NAMES = ("pp-tinypose-256x192", "movenet-thunder", "efficientpose")

@@ -25,6 +25,8 @@ from build import quantize  # noqa: E402
 from build import rewrite  # noqa: E402
 from build import simple_baselines as sb  # noqa: E402
 
+pytestmark = pytest.mark.tools
+
 DATA = ROOT / "tests" / "data"
 PHOTOS = [DATA / "pose.jpg", DATA / "Pilots.jpg", DATA / "astronaut.png"]
 SIDE = 128  # Simple Baselines input for these tests: 32x32 heatmaps; the graph is the same as at 256

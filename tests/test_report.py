@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.tools
+
 ROOT = Path(__file__).resolve().parent.parent
 EVAL = ROOT.parent / "shared" / "eval"
 MODEL = "EfficientPose II Lite"
@@ -35,7 +37,7 @@ def number(cell: str) -> float:
 def report(tmp_path_factory) -> tuple[str, dict]:
     out = tmp_path_factory.mktemp("report")
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "build" / "report.py"), "--quick", "--models", "efficientpose",
+        [sys.executable, "-m", "build.report", "--quick", "--models", "efficientpose",
          "--variants", "fp32", "int8-static", "--runs", "3", "--md", str(out / "r.md"), "--json", str(out / "r.json")],
         capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -20,6 +20,8 @@ from pose.model import DEFAULT_DETECTOR_PATH, DEFAULT_MODEL_PATH
 
 from local import function as local_run
 
+pytestmark = pytest.mark.aws
+
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"
 SAM = Path(sys.executable).with_name("sam")

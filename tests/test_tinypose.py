@@ -23,6 +23,8 @@ from pose.image import decode
 from pose.model import PoseModel, sha256_of
 from pose.pipeline import estimate_people
 
+pytestmark = pytest.mark.model
+
 MODEL = convert_openvino.OUT
 DETECTOR = ROOT / "models" / "int8" / "nanodet.int8.onnx"
 

@@ -9,6 +9,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.model
+
 CROWD_THEN_PHOTO = """
 import base64, io, json, sys
 from build import limits
