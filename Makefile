@@ -18,7 +18,7 @@ export SAM_CLI_TELEMETRY := 0
 help:
 	@echo "make demo     set up (the function's packages only), run it on a bundled photo (out/annotated.png; MODEL=$(MODEL))"
 	@echo "make test     run every test"
-	@echo "make test-fast the inner loop: every test but the slow groups (tools, aws, browser, load, eval)"
+	@echo "make test-fast the inner loop: the unit tests (not model, tools, aws, browser, load, eval)"
 	@echo "make serve    local API + web page on http://127.0.0.1:$(PORT)/ (PORT=..., API_KEY=... to require a key, MODEL=...)"
 	@echo "make invoke   run the function on one event (EVENT=events/....json)"
 	@echo "make layers   build the dependency and model layers and check the 250 MB limit"
@@ -64,10 +64,9 @@ demo: $(VENV)/.run-installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
-# The inner loop: every test but the slow groups (pyproject.toml's markers); `make test` runs them all.
-FAST := not (tools or aws or browser or load or eval)
+# The inner loop: the unit group (pyproject.toml's markers; about a minute); `make test` runs every group.
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -q -m "$(FAST)" tests
+	$(PY) -m pytest -q -m unit tests
 
 serve: $(VENV)/.run-installed
 	MODEL=$(MODEL) $(PY) -m local.serve --port $(PORT)
