@@ -34,10 +34,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from build import photos
+from pose.model import PoseModel
+
 BUILD = Path(__file__).resolve().parent
 ROOT = BUILD.parent
-from build import photos  # noqa: E402
-from pose.model import PoseModel  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
 # crops as fractions (x0, y0, x1, y1) of each photo in tests/data: whole photos and parts, as person boxes give

@@ -26,13 +26,13 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from local import function
+from pose import image
+from pose.model import PoseModel, load_detector_from_env
+from pose.pipeline import estimate_people
+from pose.reply import to_json
 
-from local import function  # noqa: E402
-from pose import image  # noqa: E402
-from pose.model import PoseModel, load_detector_from_env  # noqa: E402
-from pose.pipeline import estimate_people  # noqa: E402
-from pose.reply import to_json  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 EVAL = ROOT.parent / "shared" / "eval"
 WAYS = ("one person", "every person, batched", "every person, a run per person")

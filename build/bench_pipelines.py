@@ -19,13 +19,13 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from build import bench_people
+from pose import image
+from pose.detect import open_detector
+from pose.model import MAX_BATCH, PoseModel
+from pose.pipeline import estimate_people
 
-from build import bench_people  # noqa: E402
-from pose import image  # noqa: E402
-from pose.detect import open_detector  # noqa: E402
-from pose.model import MAX_BATCH, PoseModel  # noqa: E402
-from pose.pipeline import estimate_people  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 MODELS = ROOT / "models"
 # name -> (pose model file, detector file, crops per pose run)

@@ -32,12 +32,12 @@ import onnx
 import onnxruntime as ort
 from onnx import version_converter
 
-BUILD = Path(__file__).resolve().parent
-from build import cards  # noqa: E402
-from pose import detect  # noqa: E402
-from pose.card import parse_detector  # noqa: E402
-from pose.image import decode  # noqa: E402
+from build import cards
+from pose import detect
+from pose.card import parse_detector
+from pose.image import decode
 
+BUILD = Path(__file__).resolve().parent
 ROOT = BUILD.parent
 CHECK_PHOTO = ROOT / "tests" / "data" / "Pilots.jpg"
 OPSET, IR_VERSION = 17, 8

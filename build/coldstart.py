@@ -48,11 +48,12 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
+from local import function
+
 ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = ROOT / "handler" / "requirements.txt"
 RUNTIME_PROVIDED = ("boto3",)  # in Lambda's python3.12 runtime: not in the layer, importable all the same
 WORK = ROOT / "out" / "coldstart"
-from local import function  # noqa: E402
 
 # The served defaults, the files a local run loads (layers/model/Makefile's).
 MODEL = function.model_path(function.DEFAULT_MODEL)

@@ -44,12 +44,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from build import batch_dim
+from build import cards
+from build import photos
+from pose.model import sha256_of
+
 BUILD = Path(__file__).resolve().parent
 ROOT = BUILD.parent
-from build import batch_dim  # noqa: E402
-from build import cards  # noqa: E402
-from build import photos  # noqa: E402
-from pose.model import sha256_of  # noqa: E402
 
 OPSET = 17
 IR_VERSION = 8  # as the other bundled files

@@ -30,10 +30,11 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from pose.image import decode
+from pose.model import PoseModel
+from pose.pipeline import MAX_PEOPLE, estimate_people
+
 ROOT = Path(__file__).resolve().parent.parent
-from pose.image import decode  # noqa: E402
-from pose.model import PoseModel  # noqa: E402
-from pose.pipeline import MAX_PEOPLE, estimate_people  # noqa: E402
 
 EVAL = ROOT.parent / "shared" / "eval"
 TRAIN_SUBSET = "coco_train2017_TRAIN"

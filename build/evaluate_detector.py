@@ -28,11 +28,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from build import cards
+from pose import detect
+from pose.image import decode
+
 BUILD = Path(__file__).resolve().parent
 ROOT = BUILD.parent
-from build import cards  # noqa: E402
-from pose import detect  # noqa: E402
-from pose.image import decode  # noqa: E402
 
 EVAL = ROOT.parent / "shared" / "eval"
 COCO_MULTI = EVAL / "coco_multi.json"

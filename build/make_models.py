@@ -38,13 +38,13 @@ import numpy as np
 import onnx
 from PIL import Image
 
-BUILD = Path(__file__).resolve().parent
-from build import batch_dim  # noqa: E402
-from build import cards  # noqa: E402
-from build import photos  # noqa: E402
-from build import quantize  # noqa: E402
-from pose.model import sha256_of  # noqa: E402
+from build import batch_dim
+from build import cards
+from build import photos
+from build import quantize
+from pose.model import sha256_of
 
+BUILD = Path(__file__).resolve().parent
 ROOT = BUILD.parent
 MODELS = ROOT / "models"
 INT8 = MODELS / "int8"

@@ -18,10 +18,11 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from pose import card as card_schema
+from pose import detect as pose_detect
+from pose import image as pose_image
+
 ROOT = Path(__file__).resolve().parent.parent
-from pose import card as card_schema  # noqa: E402
-from pose import detect as pose_detect  # noqa: E402
-from pose import image as pose_image  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 EVAL_IMAGES = SHARED / "eval" / "images"

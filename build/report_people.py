@@ -25,15 +25,16 @@ import json
 import sys
 from pathlib import Path
 
+from build import bench_people
+from build import evaluate
+from build import evaluate_detector
+from pose.detect import open_detector
+from pose.model import PoseModel
+
+from local import function
+
 BUILD = Path(__file__).resolve().parent
 ROOT = BUILD.parent
-from build import bench_people  # noqa: E402
-from build import evaluate  # noqa: E402
-from build import evaluate_detector  # noqa: E402
-from pose.detect import open_detector  # noqa: E402
-from pose.model import PoseModel  # noqa: E402
-
-from local import function  # noqa: E402
 
 MODELS = ROOT / "models"
 SERVED_POSE = function.model_path(function.DEFAULT_MODEL).relative_to(MODELS).as_posix()

@@ -30,11 +30,11 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from build import convert_tfjs  # stdlib-only at import time: package fetch and pinned hashes
+from pose import card as card_schema
+
 BUILD = Path(__file__).resolve().parent
 ROOT = BUILD.parent
-
-from build import convert_tfjs  # noqa: E402  (stdlib-only at import time: package fetch and pinned hashes)
-from pose import card as card_schema  # noqa: E402
 
 TFJS_VERSION = "4.22.0"
 TFJS_PACKAGES = [f"@tensorflow/{p}@{TFJS_VERSION}" for p in ("tfjs-core", "tfjs-backend-cpu", "tfjs-converter")]

@@ -19,8 +19,9 @@ from pose.model import PoseModel
 
 from local.function import served
 
+from build import batch_dim
+
 ROOT = Path(__file__).resolve().parent.parent
-from build import batch_dim  # noqa: E402
 
 pytestmark = pytest.mark.model
 

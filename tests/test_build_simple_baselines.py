@@ -15,12 +15,13 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from build import cards
+from build import export
+from build import photos
+from build import rewrite
+from build import simple_baselines as sb
+
 ROOT = Path(__file__).resolve().parent.parent
-from build import cards  # noqa: E402
-from build import export  # noqa: E402
-from build import photos  # noqa: E402
-from build import rewrite  # noqa: E402
-from build import simple_baselines as sb  # noqa: E402
 
 pytestmark = pytest.mark.tools
 

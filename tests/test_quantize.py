@@ -16,14 +16,15 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+from build import bench_models
+from build import cards
+from build import export
+from build import photos
+from build import quantize
+from build import rewrite
+from build import simple_baselines as sb
+
 ROOT = Path(__file__).resolve().parent.parent
-from build import bench_models  # noqa: E402
-from build import cards  # noqa: E402
-from build import export  # noqa: E402
-from build import photos  # noqa: E402
-from build import quantize  # noqa: E402
-from build import rewrite  # noqa: E402
-from build import simple_baselines as sb  # noqa: E402
 
 pytestmark = pytest.mark.tools
 
