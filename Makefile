@@ -14,11 +14,12 @@ SB_NAME := simple-baselines-$(SB_ARCH)-$(SB_DATASET)
 EVENT ?= events/pose-json.json
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help venv demo test serve invoke events layers validate sam-build deploy-web model export report bench batch batch-s3 bench-batch limits clean
+.PHONY: help venv demo test test-fast serve invoke events layers validate sam-build deploy-web model export report bench batch batch-s3 bench-batch limits clean
 
 help:
 	@echo "make demo     set up (the function's packages only), run it on a bundled photo (out/annotated.png; MODEL=$(MODEL))"
 	@echo "make test     run every test"
+	@echo "make test-fast the inner loop: the unit tests (not model, tools, aws, browser, load, eval)"
 	@echo "make serve    local API + web page on http://127.0.0.1:$(PORT)/ (PORT=..., API_KEY=... to require a key, MODEL=...)"
 	@echo "make invoke   run the function on one event (EVENT=events/....json)"
 	@echo "make layers   build the dependency and model layers and check the 250 MB limit"
@@ -37,13 +38,15 @@ help:
 
 # Two stamps: .run-installed for what the function and the local server need (make demo, serve,
 # invoke), .installed for the rest (tests, build tools, sam), added on top; make demo then make
-# test installs each part once.
+# test installs each part once. The project itself is installed editable (pyproject.toml): handler/ on
+# the venv's path, as on Lambda; build/ and local/ run from here as modules (python -m build.quantize).
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(VENV)/.run-installed: requirements-run.txt handler/requirements.txt | $(PY)
+$(VENV)/.run-installed: requirements-run.txt handler/requirements.txt pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -r requirements-run.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.run-installed requirements-dev.txt
@@ -61,6 +64,10 @@ demo: $(VENV)/.run-installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+
+# The inner loop: the unit group (pyproject.toml's markers; about a minute); `make test` runs every group.
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m unit tests
 
 serve: $(VENV)/.run-installed
 	MODEL=$(MODEL) $(PY) -m local.serve --port $(PORT)
@@ -95,8 +102,8 @@ model: $(VENV)/.installed
 
 # Simple Baselines from an official checkpoint (SB_CKPT=...pth.tar) or, without one, generated weights.
 export: $(VENV)/.installed
-	$(PY) build/export.py $(if $(SB_CKPT),--checkpoint $(SB_CKPT),--random-init) --arch $(SB_ARCH) --dataset $(SB_DATASET) --out out/models/$(SB_NAME).onnx
-	$(PY) build/quantize.py out/models/$(SB_NAME).onnx out/models/$(SB_NAME).int8.onnx
+	$(PY) -m build.export $(if $(SB_CKPT),--checkpoint $(SB_CKPT),--random-init) --arch $(SB_ARCH) --dataset $(SB_DATASET) --out out/models/$(SB_NAME).onnx
+	$(PY) -m build.quantize out/models/$(SB_NAME).onnx out/models/$(SB_NAME).int8.onnx
 
 # Every model x variant: size, latency, cold start, memory, accuracy -> docs/report.md (QUICK=1: smoke test).
 report: $(VENV)/.installed
@@ -107,11 +114,11 @@ report: $(VENV)/.installed
 # run vs P runs, and the served files at batch 1 against their fixed-batch versions in git history; the cold
 # start without bytecode (as the layer ships) next to the floor.
 bench: $(VENV)/.installed
-	$(PY) build/bench_models.py --json out/bench/simple-baselines.json
-	$(PY) build/bench_handler.py --json out/bench/handler.json
-	$(PY) build/bench_people.py --json out/bench/people.json
-	$(PY) build/bench_batch_dim.py --json out/bench/batch-dim.json
-	$(PY) build/coldstart.py --json out/bench/coldstart.json
+	$(PY) -m build.bench_models --json out/bench/simple-baselines.json
+	$(PY) -m build.bench_handler --json out/bench/handler.json
+	$(PY) -m build.bench_people --json out/bench/people.json
+	$(PY) -m build.bench_batch_dim --json out/bench/batch-dim.json
+	$(PY) -m build.coldstart --json out/bench/coldstart.json
 
 # Every photo under IN (a folder) -> OUT/results.jsonl, coco_results.json, images.json (local/batch.py).
 batch: $(VENV)/.installed
@@ -125,11 +132,11 @@ batch-s3: $(VENV)/.installed
 
 # Photos per second of the batch code pinned to 1 and 2 cores (build/bench_batch.py; PHOTOS=, ROUNDS=).
 bench-batch: $(VENV)/.installed
-	$(PY) build/bench_batch.py $(if $(PHOTOS),--photos $(PHOTOS)) $(if $(ROUNDS),--rounds $(ROUNDS))
+	$(PY) -m build.bench_batch $(if $(PHOTOS),--photos $(PHOTOS)) $(if $(ROUNDS),--rounds $(ROUNDS))
 
 # The worst legal inputs and hostile ones, each in a fresh process at 1 thread: time and peak RSS (ONLY="case").
 limits: $(VENV)/.installed
-	$(PY) build/limits.py $(if $(ONLY),--only "$(ONLY)") $(if $(BATCH),--batch)
+	$(PY) -m build.limits $(if $(ONLY),--only "$(ONLY)") $(if $(BATCH),--batch)
 
 clean:
 	rm -rf out layers/*/build .aws-sam

@@ -30,7 +30,7 @@ The rewrite is idempotent: on its own output (and on a graph that already batche
 of Simple Baselines) it changes nothing but the dimension's name, so every build step may apply it.
 ``batch_mismatch`` checks the result with onnxruntime: a batch of P inputs against P batch-1 runs.
 
-    python build/batch_dim.py SRC.onnx DST.onnx [--check-images tests/data/pose.jpg ...]
+    python -m build.batch_dim SRC.onnx DST.onnx [--check-images tests/data/pose.jpg ...]
 """
 
 from __future__ import annotations
@@ -103,6 +103,7 @@ def _graph_inputs(g: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
 def probe(model: onnx.ModelProto) -> tuple[dict[str, tuple[int, ...]], dict[str, np.ndarray]]:
     """One onnxruntime run at batch 1 on zeros: the shape of every tensor, and the value of the small ones."""
     import onnxruntime as ort
+    from pose.session import session_options
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -126,9 +127,8 @@ def probe(model: onnx.ModelProto) -> tuple[dict[str, tuple[int, ...]], dict[str,
             if t and t not in have:
                 g.output.add().name = t
                 have.add(t)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
+    options = session_options(None)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # every tensor as written
     sess = ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     shapes: dict[str, tuple[int, ...]] = {k: v.shape for k, v in feeds.items()}
@@ -690,9 +690,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{a.dst}: {report.summary()}")
     for what, names in report.changed.items():
         print(f"  {what}: {', '.join(names[:4])}{' ...' if len(names) > 4 else ''}")
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import cards
-    import photos
+    from build import cards
+    from build import photos
 
     paths = [Path(p) for p in (a.check_images if a.check_images is not None
                                else sorted((Path(__file__).resolve().parent.parent / "tests" / "data").glob("*.[jp]*g")))]

@@ -1,6 +1,6 @@
 """Photos per second of the batch per-photo code at the batch function's memory sizes, from the folder CLI.
 
-    python build/bench_batch.py [--photos 240] [--rounds 3] [--json out/bench/batch.json]
+    python -m build.bench_batch [--photos 240] [--rounds 3] [--json out/bench/batch.json]
 
 Lambda gives one vCPU per 1769 MB: the folder CLI (local/batch.py) is pinned with taskset to as many
 cores of this machine and run, in rotating order, as

@@ -1,9 +1,9 @@
 """What the dynamic batch costs and buys: the served models at batch 1 before and after build/batch_dim.py, and a
 batch of P person crops in one run against P runs of one crop.
 
-    python build/bench_batch_dim.py --json out/bench/batch-dim.json   # the served pose models, as `make bench` runs it
-    python build/bench_batch_dim.py --models models/int8/movenet-thunder.int8.onnx --runs 30 --sizes 2 4 8
-    python build/bench_batch_dim.py --old movenet-thunder=/tmp/movenet-thunder.fixed.onnx
+    python -m build.bench_batch_dim --json out/bench/batch-dim.json   # the served pose models, as `make bench` runs it
+    python -m build.bench_batch_dim --models models/int8/movenet-thunder.int8.onnx --runs 30 --sizes 2 4 8
+    python -m build.bench_batch_dim --old movenet-thunder=/tmp/movenet-thunder.fixed.onnx
 
 Sessions are the service's own (``pose.model.PoseModel(path, threads)``: graph optimisation ALL, one intra-op
 thread by default, no spinning), each case one ``session.run`` call per run. Inputs are real crops of the photos in tests/data prepared by the service's
@@ -34,11 +34,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from build import photos
+from pose.model import PoseModel
+
 BUILD = Path(__file__).resolve().parent
 ROOT = BUILD.parent
-sys.path.insert(0, str(BUILD))
-import photos  # noqa: E402  (puts handler/ on the path)
-from pose.model import PoseModel  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
 # crops as fractions (x0, y0, x1, y1) of each photo in tests/data: whole photos and parts, as person boxes give
@@ -159,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     given = dict(item.split("=", 1) for item in a.old)
     if a.models is None:
-        import batch_dim
-        import cards
+        from build import batch_dim
+        from build import cards
 
         a.models = [p for p in sorted((ROOT / "models" / "int8").glob("*.int8.onnx"))
                     if batch_dim.is_pose_model(cards.get_card(onnx.load(str(p), load_external_data=False)))]

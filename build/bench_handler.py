@@ -1,8 +1,8 @@
 """End-to-end handler latency per served model, next to its pure inference time.
 
-    python build/bench_handler.py                      # every pose model the model layer serves
+    python -m build.bench_handler                      # every pose model the model layer serves
                                                        # (layers/model/Makefile); writes out/bench/handler.json
-    python build/bench_handler.py --models models/int8/efficientpose.int8.onnx --runs 10 --threads 2
+    python -m build.bench_handler --models models/int8/efficientpose.int8.onnx --runs 10 --threads 2
 
 The handler module holds one model per process (it loads MODEL_PATH when imported), so each model is measured
 in its own fresh process (this script with --child), configured as local/function.py configures a local run and
@@ -41,7 +41,6 @@ CASES = (*(f"handler, {f}" for f in FORMATS), "handler, joints", "session.run")
 def child(model: Path, runs: int, warmup: int, threads: int) -> dict:
     os.environ["MODEL_PATH"] = str(model)
     os.environ["MODEL_THREADS"] = str(threads)
-    sys.path.insert(0, str(ROOT))
     t0 = time.perf_counter()
     from local import function
     from local.apigw import LambdaContext, json_event, response_body
@@ -137,7 +136,6 @@ def main(argv: list[str] | None = None) -> int:
     if a.child:
         print(json.dumps(child(a.child, a.runs, a.warmup, a.threads)))
         return 0
-    sys.path.insert(0, str(ROOT))
     from local import catalog
 
     models = a.models or [m.served_path for m in catalog.models("pose", in_layer=True) if m.served_path.is_file()]

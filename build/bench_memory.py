@@ -1,6 +1,6 @@
 """The pose sessions' memory settings side by side: resident memory after a crowd, peaks, and speed.
 
-    python build/bench_memory.py [--rounds 3] [--json out/bench/memory.json]
+    python -m build.bench_memory [--rounds 3] [--json out/bench/memory.json]
 
 Each variant runs in a fresh process at one inference thread (what the 2048 MB function has), with the
 served pose model and the bundled detector, on photos made from the committed ones (build/limits.py):
@@ -23,8 +23,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "handler"))
-sys.path.insert(0, str(ROOT))
 
 # name -> (onnxruntime CPU arena of the pose model's session, of the detector's, crops per session.run,
 #          memory.release() after each photo)

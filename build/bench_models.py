@@ -1,7 +1,7 @@
 """Size, latency and agreement of model variants, side by side in one process.
 
-    python build/bench_models.py                        # Simple Baselines R50 MPII (random-init): 4 variants
-    python build/bench_models.py --models a.onnx b.onnx --reference a.onnx --json out/bench.json
+    python -m build.bench_models                        # Simple Baselines R50 MPII (random-init): 4 variants
+    python -m build.bench_models --models a.onnx b.onnx --reference a.onnx --json out/bench.json
 
 Default set (built into ``--workdir`` unless present; ``--rebuild`` forces it):
 
@@ -34,28 +34,22 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import cards  # noqa: E402
-import photos  # noqa: E402
+from build import cards
+from build import photos
+from pose.session import session_options
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def open_session(path: str | Path, threads: int = 1) -> ort.InferenceSession:
-    o = ort.SessionOptions()
-    o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    o.intra_op_num_threads = threads
-    o.inter_op_num_threads = 1
-    o.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    o.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    o.log_severity_level = 3
-    return ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
+    """A session with the service's options (pose/model.py), so a variant is measured as it would be served."""
+    return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
 
 
 def build_simple_baselines(workdir: Path, rebuild: bool = False, seed: int = 0) -> dict[str, Path]:
-    import export
-    import quantize
-    import rewrite
+    from build import export
+    from build import quantize
+    from build import rewrite
 
     workdir.mkdir(parents=True, exist_ok=True)
     v = {name: workdir / f"sb-r50-mpii.{name}.onnx" for name in ("fp32", "fp32-rewritten", "int8-dynamic", "int8-static")}

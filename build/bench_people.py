@@ -1,6 +1,6 @@
 """Every person in a photo, timed: one person vs every person, batched vs one pose run per person.
 
-    python build/bench_people.py [--runs 15] [--threads 1] [--json out/bench/people.json]
+    python -m build.bench_people [--runs 15] [--threads 1] [--json out/bench/people.json]
 
 In one process at MODEL_THREADS threads (default 1: what Lambda's default 2048 MB buys), with the
 served pose model and the bundled detector as the function loads them, each round times, in a
@@ -26,17 +26,15 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "handler"))
-sys.path.insert(0, str(ROOT))
+from build.render_report import speed_table
+from local import function
+from pose import image
+from pose.detect import open_detector
+from pose.model import PoseModel
+from pose.pipeline import estimate_people
+from pose.reply import to_json
 
-from local import function  # noqa: E402
-from render_report import speed_table  # noqa: E402  (build/, this script's folder)
-from pose import image  # noqa: E402
-from pose.detect import open_detector  # noqa: E402
-from pose.model import PoseModel  # noqa: E402
-from pose.pipeline import estimate_people  # noqa: E402
-from pose.reply import to_json  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 EVAL = ROOT.parent / "shared" / "eval"
 WAYS = ("one person", "every person, batched", "every person, a run per person")

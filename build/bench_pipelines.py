@@ -1,6 +1,6 @@
 """Pose model and detector pairs side by side: the time of a photo's every person, at one thread.
 
-    python build/bench_pipelines.py [--rounds 15] [--json out/bench/pipelines.json]
+    python -m build.bench_pipelines [--rounds 15] [--json out/bench/pipelines.json]
 
 What POST /pose does without the annotated image (decode, detect, crops, pose runs, people), through the
 service's own pipeline, for each pipeline in turn, round after round in one process (the machine's drift
@@ -19,16 +19,13 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "build"))
-sys.path.insert(0, str(ROOT / "handler"))
-sys.path.insert(0, str(ROOT))
+from build import bench_people
+from pose import image
+from pose.detect import open_detector
+from pose.model import MAX_BATCH, PoseModel
+from pose.pipeline import estimate_people
 
-import bench_people  # noqa: E402
-from pose import image  # noqa: E402
-from pose.detect import open_detector  # noqa: E402
-from pose.model import MAX_BATCH, PoseModel  # noqa: E402
-from pose.pipeline import estimate_people  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 MODELS = ROOT / "models"
 # name -> (pose model file, detector file, crops per pose run)

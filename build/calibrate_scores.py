@@ -1,8 +1,8 @@
 """Fit a pose model's score maps (raw scores -> probabilities) on labelled photos and write them into its card.
 
-    python build/calibrate_scores.py models/pp-tinypose-256x192.onnx --detector models/rtmdet-nano.onnx \
-        --maps models/score-maps/pp-tinypose-256x192.json         # then: python build/convert_openvino.py
-    python build/calibrate_scores.py MODEL.onnx --detector DETECTOR.onnx   # measure only
+    python -m build.calibrate_scores models/pp-tinypose-256x192.onnx --detector models/rtmdet-nano.onnx \
+        --maps models/score-maps/pp-tinypose-256x192.json         # then: python -m build.convert_openvino
+    python -m build.calibrate_scores MODEL.onnx --detector DETECTOR.onnx   # measure only
 
 The maps are written as JSON (`--maps`), which the model's build step puts into its card (for PP-TinyPose,
 build/convert_openvino.py reads models/score-maps/), so that the build stays reproducible.
@@ -40,17 +40,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-BUILD = Path(__file__).resolve().parent
-ROOT = BUILD.parent
-sys.path.insert(0, str(BUILD))
-sys.path.insert(0, str(ROOT / "handler"))
-sys.path.insert(0, str(ROOT))
-import cards  # noqa: E402
-import evaluate  # noqa: E402
-from pose import calibrate, card as model_card  # noqa: E402
-from pose.detect import open_detector  # noqa: E402
-from pose.model import PoseModel  # noqa: E402
-from pose.pipeline import estimate_people  # noqa: E402
+from build import cards
+from build import evaluate
+from pose import calibrate, card as model_card
+from pose.detect import open_detector
+from pose.model import PoseModel
+from pose.pipeline import estimate_people
 
 FOLDS = 5
 MIN_BIN = 20  # samples per quantile bin before pooling

@@ -1,8 +1,8 @@
 """RTMDet-nano, OpenMMLab's person detector, as a served ONNX file: the published graph with the model card.
 
     git --git-dir=DIR show f7cb01b156d0ddce64ea09dfd24e450103782db9:models/rtmdet_nano.onnx > /tmp/rtmdet_nano.onnx
-    python build/card_rtmdet.py /tmp/rtmdet_nano.onnx                  # -> models/rtmdet-nano.onnx
-    python build/card_rtmdet.py SRC --out /tmp/x.onnx --size 320 --color RGB   # variants to measure
+    python -m build.card_rtmdet /tmp/rtmdet_nano.onnx                  # -> models/rtmdet-nano.onnx
+    python -m build.card_rtmdet SRC --out /tmp/x.onnx --size 320 --color RGB   # variants to measure
 
 DIR is a clone of github.com/zli20/RtmDet-RtmPose-OnnxRuntime. The file there is an mmdeploy export
 (pytorch 1.11.0, opset 11) with its post-processing in the graph: input ``input`` [batch, 3, height, width]
@@ -32,13 +32,12 @@ import onnx
 import onnxruntime as ort
 from onnx import version_converter
 
-BUILD = Path(__file__).resolve().parent
-sys.path.insert(0, str(BUILD))
-import cards  # noqa: E402
-from pose import detect  # noqa: E402  (cards put handler/ on the path)
-from pose.card import parse_detector  # noqa: E402
-from pose.image import read_photo  # noqa: E402
+from build import cards
+from pose import detect
+from pose.card import parse_detector
+from pose.image import read_photo
 
+BUILD = Path(__file__).resolve().parent
 ROOT = BUILD.parent
 CHECK_PHOTO = ROOT / "tests" / "data" / "Pilots.jpg"
 OPSET, IR_VERSION = 17, 8

@@ -8,13 +8,10 @@ no copy of its own.
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import onnx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "handler"))
-from pose import card as card_schema  # noqa: E402  (the service's validator is the one truth)
+from pose import card as card_schema  # the service's validator is the one truth
 
 MPII_JOINTS = (
     "r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "pelvis", "thorax",

@@ -1,9 +1,9 @@
 """Cold start as Lambda pays it: the layer's packages without bytecode, next to the floor.
 
-    python build/coldstart.py                       # 9 rounds; writes out/bench/coldstart.json
-    python build/coldstart.py --rounds 15 --detector none
-    python build/coldstart.py --baseline main       # also the function as it is at git ref main
-    python build/coldstart.py --layer-python python3.12   # the dependency layer itself, on Lambda's Python
+    python -m build.coldstart                       # 9 rounds; writes out/bench/coldstart.json
+    python -m build.coldstart --rounds 15 --detector none
+    python -m build.coldstart --baseline main       # also the function as it is at git ref main
+    python -m build.coldstart --layer-python python3.12   # the dependency layer itself, on Lambda's Python
 
 The dependency layer ships no ``.pyc`` files unless it is built with a CPython 3.12 (``PYC_PYTHON``), and
 /opt is read-only on Lambda, so every cold start compiles each module it imports. To measure that here,
@@ -17,7 +17,7 @@ it (the cp312 wheels), once as deployed and once with PYC_PYTHON set to that Pyt
 run on that Python.
 
 Each round then runs, in a rotating order, one fresh process per variant (``python -S -B``: the copies on
-sys.path and nothing else; one inference thread, as Lambda's 2048 MB buys):
+PYTHONPATH and nothing else; one inference thread, as Lambda's 2048 MB buys):
 
 - ``floor``: import numpy, onnxruntime and Pillow, open the pose model's session (and the person
   detector's) with the service's options, one run each on zeros: what any such function pays;
@@ -48,12 +48,12 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
+from local import function
+
 ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = ROOT / "handler" / "requirements.txt"
 RUNTIME_PROVIDED = ("boto3",)  # in Lambda's python3.12 runtime: not in the layer, importable all the same
 WORK = ROOT / "out" / "coldstart"
-sys.path.insert(0, str(ROOT))
-from local import function  # noqa: E402
 
 # The served defaults, the files a local run loads (layers/model/Makefile's).
 MODEL = function.model_path(function.DEFAULT_MODEL)
@@ -63,24 +63,20 @@ WATCHED = ("aws_xray_sdk", "botocore.session", "boto3")  # modules a cold start 
 CHILD = r"""
 import os, sys, time
 t0 = time.perf_counter()
-what, function, site, model, detector = sys.argv[1:6]
-sys.path[:0] = [function, site]
+what, model, detector = sys.argv[1:4]
 if what == "floor":
     import numpy as np, onnxruntime as ort, PIL.Image
+    from pose.session import session_options
     dtypes = {"tensor(float)": np.float32, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8}
     for path in filter(None, (model, detector)):
-        o = ort.SessionOptions()
-        o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        o.intra_op_num_threads = o.inter_op_num_threads = 1
-        o.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        s = ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
+        s = ort.InferenceSession(path, session_options(1), providers=["CPUExecutionProvider"])
         i = s.get_inputs()[0]
         s.run(None, {i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], dtypes[i.type])})
 else:
     import app
 elapsed = (time.perf_counter() - t0) * 1e3
 import json
-print(json.dumps({"ms": elapsed, "imported": [m for m in sys.argv[6:] if m in sys.modules]}))
+print(json.dumps({"ms": elapsed, "imported": [m for m in sys.argv[4:] if m in sys.modules]}))
 """
 
 
@@ -191,8 +187,9 @@ def layer(python: str, work: Path) -> dict[str, Path]:
 def sample(what: str, function: Path, site: Path, model: Path, detector: Path | None,
            python: str = sys.executable) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.run([python, "-S", "-B", "-c", CHILD, what, str(function), str(site), str(model),
-                           str(detector or ""), *WATCHED], env=lambda_env(model, detector), cwd=function,
+    env = {**lambda_env(model, detector), "PYTHONPATH": os.pathsep.join((str(function), str(site)))}
+    proc = subprocess.run([python, "-S", "-B", "-c", CHILD, what, str(model), str(detector or ""), *WATCHED],
+                          env=env, cwd=function,
                           capture_output=True, text=True, timeout=600)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:

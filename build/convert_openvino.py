@@ -6,8 +6,8 @@ github.com/guojin-yan/Csharp_and_OpenVINO_deploy_PP-TinyPose holds (commit ``SNA
 are committed in ``models/sources/tinypose_256_192/`` (with the Paddle export's ``infer_cfg.yml``, which
 gives the preprocessing), so the conversion and its check run without the snapshot::
 
-    .venv/bin/python build/convert_openvino.py            # -> models/pp-tinypose-256x192.onnx
-    .venv/bin/python build/convert_openvino.py --check    # and compare it with OpenVINO on tests/data
+    .venv/bin/python -m build.convert_openvino            # -> models/pp-tinypose-256x192.onnx
+    .venv/bin/python -m build.convert_openvino --check    # and compare it with OpenVINO on tests/data
 
 Steps:
 
@@ -44,13 +44,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from build import batch_dim
+from build import cards
+from build import photos
+from pose.source import sha256_of
+
 BUILD = Path(__file__).resolve().parent
 ROOT = BUILD.parent
-sys.path.insert(0, str(BUILD))
-import batch_dim  # noqa: E402
-import cards  # noqa: E402
-import photos  # noqa: E402
-from pose.source import sha256_of  # noqa: E402
 
 OPSET = 17
 IR_VERSION = 8  # as the other bundled files

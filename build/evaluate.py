@@ -1,6 +1,6 @@
 """Accuracy of a served model on the shared eval set (../shared/eval), through the service's own code.
 
-    python build/evaluate.py models/pp-tinypose-256x192.onnx [--detector models/rtmdet-nano.onnx] [--json out/eval.json]
+    python -m build.evaluate models/pp-tinypose-256x192.onnx [--detector models/rtmdet-nano.onnx] [--json out/eval.json]
 
 Two protocols, as the eval README describes them:
 - crops: the model runs on each labelled instance's square crop and is scored against that instance;
@@ -30,11 +30,11 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from pose.image import read_photo
+from pose.model import PoseModel
+from pose.pipeline import MAX_PEOPLE, estimate_people, estimate_person
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "handler"))
-from pose.image import read_photo  # noqa: E402
-from pose.model import PoseModel  # noqa: E402
-from pose.pipeline import MAX_PEOPLE, estimate_people, estimate_person  # noqa: E402
 
 EVAL = ROOT.parent / "shared" / "eval"
 TRAIN_SUBSET = "coco_train2017_TRAIN"

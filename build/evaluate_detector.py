@@ -1,7 +1,7 @@
 """Person box AP and speed of detector variants, side by side, through the service's own code (pose.detect).
 
-    python build/evaluate_detector.py models/nanodet.onnx models/int8/nanodet.int8.onnx
-    python build/evaluate_detector.py models/nanodet.onnx --resize letterbox stretch --sizes 416 320
+    python -m build.evaluate_detector models/nanodet.onnx models/int8/nanodet.int8.onnx
+    python -m build.evaluate_detector models/nanodet.onnx --resize letterbox stretch --sizes 416 320
 
 Accuracy: every variant runs on each of the 23 photos of ../shared/eval/coco_multi.json (read in place) and
 its person boxes (score >= 0.05, at most 100 per photo) are scored with pycocotools' COCOeval "bbox" on the
@@ -28,13 +28,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from build import cards
+from pose import detect
+from pose.image import read_photo
+
 BUILD = Path(__file__).resolve().parent
 ROOT = BUILD.parent
-sys.path.insert(0, str(BUILD))
-sys.path.insert(0, str(ROOT / "handler"))
-import cards  # noqa: E402
-from pose import detect  # noqa: E402
-from pose.image import read_photo  # noqa: E402
 
 EVAL = ROOT.parent / "shared" / "eval"
 COCO_MULTI = EVAL / "coco_multi.json"

@@ -1,8 +1,8 @@
 """Export Simple Baselines (pose_resnet) to ONNX with its model card.
 
-    python build/export.py --checkpoint pose_resnet_50_256x256.pth.tar --arch resnet50 --dataset mpii \
+    python -m build.export --checkpoint pose_resnet_50_256x256.pth.tar --arch resnet50 --dataset mpii \
         --out models/simple-baselines-r50-mpii.onnx
-    python build/export.py --random-init --arch resnet50 --dataset mpii --out out/sb-r50-mpii-random.onnx
+    python -m build.export --random-init --arch resnet50 --dataset mpii --out out/sb-r50-mpii-random.onnx
 
 The graph: opset 17, input ``input`` (N, 3, H, W) float32 with a dynamic batch, output ``heatmaps``
 (N, joints, H/4, W/4); ``batch_dim.make_batch_dynamic`` names the batch ``N`` as in every served model and
@@ -38,11 +38,11 @@ import onnx
 import onnxruntime as ort
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import batch_dim  # noqa: E402
-import cards  # noqa: E402
-import photos  # noqa: E402
-import simple_baselines as sb  # noqa: E402
+from build import batch_dim
+from build import cards
+from build import photos
+from build import simple_baselines as sb
+from pose.session import session_options
 
 OPSET = 17
 INPUT_NAME = "input"
@@ -137,11 +137,9 @@ def export(model: sb.PoseResNet, out: str | Path, card: dict, opset: int = OPSET
     return m
 
 
-def session(path: str | Path, threads: int = 0) -> ort.InferenceSession:
-    o = ort.SessionOptions()
-    o.intra_op_num_threads = threads
-    o.log_severity_level = 3
-    return ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
+def session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
+    """A session with the service's options (pose/model.py; `threads` None: one per CPU)."""
+    return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
 
 
 @torch.no_grad()

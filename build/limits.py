@@ -1,8 +1,8 @@
 """The worst inputs the service accepts, and the hostile ones it must refuse, each timed and measured.
 
-    python build/limits.py                   # every case; prints a table, writes out/limits.json
-    python build/limits.py --only "RGBA PNG, 40 MP"
-    python build/limits.py --batch           # the batch's 64 MP cases; writes out/limits-batch.json
+    python -m build.limits                   # every case; prints a table, writes out/limits.json
+    python -m build.limits --only "RGBA PNG, 40 MP"
+    python -m build.limits --batch           # the batch's 64 MP cases; writes out/limits-batch.json
 
 Each case is one file, made here (from tests/data/pose.jpg where it needs content), sent base64 in
 a JSON body (the larger of the two body shapes) through ``app.lambda_handler`` with ``return_image``
@@ -204,7 +204,6 @@ def batch_child(path: Path) -> dict:
     """In a fresh process: the batch function's models, then one photo's record and drawing (records.py)."""
     import time
 
-    sys.path.insert(0, str(ROOT))
     from local import function
 
     function.load()  # the environment of a local run, and the handler on the path
@@ -224,7 +223,6 @@ def child(path: Path) -> dict:
     """In a fresh process: the cold start, then one request with the file."""
     import time
 
-    sys.path.insert(0, str(ROOT))
     from local import function
     from local.apigw import LambdaContext, json_event, response_body
 

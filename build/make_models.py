@@ -1,9 +1,9 @@
 """Rebuild the served INT8 models (models/int8/<name>.int8.onnx) from their FP32 sources, as models/models.json lists them.
 
-    python build/make_models.py                 # every model (the pose models and the detector)
-    python build/make_models.py --only movenet-thunder
-    python build/make_models.py --check         # rebuild, then FP32 vs INT8: accuracy deltas, joints, latency
-    python build/make_models.py --check-only    # only the check, on the INT8 files as they are
+    python -m build.make_models                 # every model (the pose models and the detector)
+    python -m build.make_models --only movenet-thunder
+    python -m build.make_models --check         # rebuild, then FP32 vs INT8: accuracy deltas, joints, latency
+    python -m build.make_models --check-only    # only the check, on the INT8 files as they are
 
 The options per model are its ``recipe.quantize`` in models/models.json (``RECIPES`` below; chosen with
 ``build/sensitivity.py``, whose header has the table of variants that chose them). Quantization itself is
@@ -38,16 +38,14 @@ import numpy as np
 import onnx
 from PIL import Image
 
+from build import batch_dim
+from build import cards
+from build import photos
+from build import quantize
+from local import catalog
+from pose.source import sha256_of
+
 BUILD = Path(__file__).resolve().parent
-sys.path.insert(0, str(BUILD))
-import batch_dim  # noqa: E402
-import cards  # noqa: E402
-import photos  # noqa: E402
-import quantize  # noqa: E402
-from pose.source import sha256_of  # noqa: E402
-
-from local import catalog  # noqa: E402
-
 ROOT = BUILD.parent
 MODELS = ROOT / "models"
 
@@ -128,7 +126,7 @@ def staged_graph(src: Path) -> onnx.ModelProto:
     quant_pre_process), so that node names resolved here are the ones it excludes."""
     import tempfile
 
-    import rewrite
+    from build import rewrite
 
     model, _ = rewrite.rewrite(batch_dim.fix_batch(onnx.load(str(src))))
     quantize.unnamed_to_named(model)
@@ -203,7 +201,7 @@ def compare(ref: dict, got: dict) -> dict:
     """evaluate.run results of FP32 (ref) and INT8 (got) on the same inputs -> per protocol/set: metric
     deltas (INT8 - FP32, points) and, per PCK metric, the joints FP32 got right and INT8 not (lost) and
     the reverse (gained), plus the instances whose OKS moved by more than 0.1."""
-    import evaluate
+    from build import evaluate
 
     out = {}
     for key in ref:
@@ -244,7 +242,7 @@ def print_comparison(table: dict) -> None:
 def latency(paths: dict[str, Path], threads: int, runs: int = 30, warmup: int = 3) -> dict[str, float]:
     """Median ms per model, batch 1, sessions opened as the service does, run in turn round by round in one
     process (so the machine's drift hits all alike)."""
-    from bench_models import open_session
+    from build.bench_models import open_session
 
     sessions = {k: open_session(p, threads) for k, p in paths.items()}
     feeds = {}
@@ -264,7 +262,7 @@ def latency(paths: dict[str, Path], threads: int, runs: int = 30, warmup: int = 
 
 
 def check(names: list[str], runs: int = 30) -> int:
-    import evaluate
+    from build import evaluate
     from pose.model import PoseModel
 
     if not (evaluate.EVAL / "mpii.json").is_file():
@@ -273,7 +271,7 @@ def check(names: list[str], runs: int = 30) -> int:
     for name in names:
         fp32, int8 = catalog.get(name).source_path, catalog.get(name).served_path
         if cards.get_card(onnx.load(str(int8), load_external_data=False))["output"]["kind"] in cards.card_schema.DETECTOR_OUTPUTS:
-            import evaluate_detector  # a person detector: box AP, not joints
+            from build import evaluate_detector  # a person detector: box AP, not joints
 
             print(f"{name}: FP32 vs INT8, person boxes")
             evaluate_detector.main([str(fp32), str(int8), "--runs", str(runs)])

@@ -13,17 +13,16 @@ Preprocessing is the service's own: ``pose.image.read_photo`` (EXIF, colour mode
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 
+from pose import card as card_schema
+from pose import detect as pose_detect
+from pose import image as pose_image
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "handler"))
-from pose import card as card_schema  # noqa: E402
-from pose import detect as pose_detect  # noqa: E402
-from pose import image as pose_image  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 EVAL_IMAGES = SHARED / "eval" / "images"

@@ -30,5 +30,8 @@ def commit() -> str:
 def command(script: str | Path, argv: list[str] | None = None) -> str:
     """The command line that ran script with argv (default: this process's arguments), as typed from the root."""
     path = Path(script).resolve()
-    shown = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)
-    return shlex.join(["python", shown, *(sys.argv[1:] if argv is None else argv)])
+    if path.is_relative_to(ROOT):  # a tool of this repository: run from the root as a module
+        shown = ["-m", ".".join(path.relative_to(ROOT).with_suffix("").parts)]
+    else:
+        shown = [str(path)]
+    return shlex.join(["python", *shown, *(sys.argv[1:] if argv is None else argv)])

@@ -1,11 +1,11 @@
 """INT8 quantization of any served pose model: static QDQ (the default) or the seed's dynamic recipe.
 
-    python build/quantize.py models/x.onnx models/int8/x.int8.onnx             # static QDQ, U8S8, MinMax
-    python build/quantize.py SRC DST --preset s8s8                              # for arm64 (Graviton)
-    python build/quantize.py SRC DST --method percentile --percentile 99.999    # or --method entropy (slow)
-    python build/quantize.py SRC DST --ops Conv,MatMul                          # only these op types
-    python build/quantize.py SRC DST --exclude-nodes NAME --exclude-last-convs 2
-    python build/quantize.py SRC DST --mode dynamic                             # the seed's baseline
+    python -m build.quantize models/x.onnx models/int8/x.int8.onnx             # static QDQ, U8S8, MinMax
+    python -m build.quantize SRC DST --preset s8s8                              # for arm64 (Graviton)
+    python -m build.quantize SRC DST --method percentile --percentile 99.999    # or --method entropy (slow)
+    python -m build.quantize SRC DST --ops Conv,MatMul                          # only these op types
+    python -m build.quantize SRC DST --exclude-nodes NAME --exclude-last-convs 2
+    python -m build.quantize SRC DST --mode dynamic                             # the seed's baseline
 
 Static path:
 
@@ -75,12 +75,11 @@ from onnxruntime import quantization as oq
 from onnxruntime.quantization import calibrate as oq_calibrate
 from onnxruntime.quantization import registry
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import batch_dim  # noqa: E402
-import cards  # noqa: E402
-import photos  # noqa: E402
-import rewrite as deconv_rewrite  # noqa: E402
-from pose.source import sha256_of  # noqa: E402  (photos put handler/ on the path)
+from build import batch_dim
+from build import cards
+from build import photos
+from build import rewrite as deconv_rewrite
+from pose.source import sha256_of
 
 PRESETS = {  # name -> (activation type, weight type)
     "u8s8": (oq.QuantType.QUInt8, oq.QuantType.QInt8),

@@ -1,8 +1,8 @@
 """The measured pages, rendered from their JSON alone: docs/report.json -> docs/report.md and
 docs/people.json -> docs/people.md.
 
-    python build/render_report.py                              # both pages of docs/
-    python build/render_report.py out/report/quick.json        # -> out/report/quick.md
+    python -m build.render_report                              # both pages of docs/
+    python -m build.render_report out/report/quick.json        # -> out/report/quick.md
 
 build/report.py and build/report_people.py measure (minutes) and write the JSON, then render their page
 through this module; rendering again (a changed layout, a fixed sentence) needs no measuring. The JSON says
@@ -52,7 +52,7 @@ def header(r: dict) -> list[str]:
         f"numpy {m['numpy']}.",
         f"- Date: {m['date']}; code {m['git'] or '?'}; command `{r.get('command', '?')}`; the run took "
         f"{r['seconds']:.0f} s" + (" (**--quick**: a smoke test, not a measurement)" if s["quick"] else "") + ".",
-        "- Rerun: `make report` (= `.venv/bin/python build/report.py`; `--quick` for a smoke test, `--help` for "
+        "- Rerun: `make report` (= `.venv/bin/python -m build.report`; `--quick` for a smoke test, `--help` for "
         "filters). Measured by build/report.py into report.json, rendered from it by build/render_report.py "
         "(which renders again without measuring): do not edit by hand.",
         f"- Latency: `session.run` at batch 1 on {s['latency_photo']} as the service prepares it, sessions opened by "

@@ -1,10 +1,10 @@
 """The measured report of every model x variant, side by side in one run: docs/report.json, then docs/report.md.
 
-    python build/report.py                      # everything (~10-15 min on 2 cores)
-    python build/report.py --quick              # fewer runs: a smoke test (writes out/report/quick.*)
-    python build/report.py --models efficientpose --variants fp32 int8-static --no-cold
-    python build/report.py --file efficientpose:int8-static=out/models/efficientpose.int8.onnx
-    python build/render_report.py               # the page again from docs/report.json, without measuring
+    python -m build.report                      # everything (~10-15 min on 2 cores)
+    python -m build.report --quick              # fewer runs: a smoke test (writes out/report/quick.*)
+    python -m build.report --models efficientpose --variants fp32 int8-static --no-cold
+    python -m build.report --file efficientpose:int8-static=out/models/efficientpose.int8.onnx
+    python -m build.render_report               # the page again from docs/report.json, without measuring
 
 This module measures and writes the JSON (everything the page shows, with the date, the commit and the
 command); build/render_report.py renders the page from that JSON.
@@ -57,14 +57,12 @@ import onnxruntime as ort
 
 BUILD = Path(__file__).resolve().parent
 ROOT = BUILD.parent
-sys.path.insert(0, str(BUILD))
-sys.path.insert(0, str(ROOT / "handler"))
-import bench_models  # noqa: E402
-import evaluate  # noqa: E402
-import photos  # noqa: E402
-import provenance  # noqa: E402
-import render_report  # noqa: E402
-from pose.source import sha256_of  # noqa: E402
+from build import bench_models
+from build import evaluate
+from build import photos
+from build import provenance
+from build import render_report
+from pose.source import sha256_of
 from pose import card as card_schema  # noqa: E402
 from pose import image as pose_image  # noqa: E402
 from pose.model import PoseModel  # noqa: E402
@@ -111,7 +109,7 @@ def read_card(path: Path) -> dict:
 
 def dynamic_variant(name: str, workdir: Path, rebuild: bool) -> Path:
     """The FP32 source through the seed's recipe into workdir, rebuilt when that source changed."""
-    import quantize
+    from build import quantize
 
     src, dst = catalog.get(name).source_path, workdir / f"{name}.int8-dynamic.onnx"
     if dst.is_file() and not rebuild:
@@ -222,17 +220,16 @@ def measure_agreement(variants: list[Variant], n_photos: int = 8) -> dict:
 COLD_CHILD = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
-sys.path.insert(0, sys.argv[1])
 import numpy, onnxruntime
 from pose.image import read_photo
 from pose.model import PoseModel
 from pose.pipeline import estimate_person
 t1 = time.perf_counter()
 out = {"import_ms": (t1 - t0) * 1e3}
-if sys.argv[2]:
-    m = PoseModel(sys.argv[2], threads=int(sys.argv[3]))
+if sys.argv[1]:
+    m = PoseModel(sys.argv[1], threads=int(sys.argv[2]))
     t2 = time.perf_counter()
-    rgb = read_photo(open(sys.argv[4], "rb").read())
+    rgb = read_photo(open(sys.argv[3], "rb").read())
     t3 = time.perf_counter()
     est = estimate_person(rgb, m)
     t4 = time.perf_counter()
@@ -249,8 +246,9 @@ print(json.dumps(out))
 
 def cold_sample(path: Path | None, threads: int) -> dict:
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", COLD_CHILD, str(ROOT / "handler"), str(path or ""), str(threads),
-                           str(LATENCY_PHOTO)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", COLD_CHILD, str(path or ""), str(threads), str(LATENCY_PHOTO)],
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "handler")}, capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
     wall = (time.perf_counter() - t0) * 1e3
     if proc.returncode != 0:
         raise RuntimeError(f"cold start of {path} failed: {proc.stderr.strip()[-500:]}")

@@ -1,7 +1,7 @@
 """Every person in a photo, measured: docs/people.json, then docs/people.md.
 
-    python build/report_people.py [--quick]
-    python build/render_report.py docs/people.json      # the page again from the JSON, without measuring
+    python -m build.report_people [--quick]
+    python -m build.render_report docs/people.json      # the page again from the JSON, without measuring
 
 Side by side, through the service's own pipeline (pose/pipeline.py) on ../shared/eval:
 
@@ -25,20 +25,17 @@ import json
 import sys
 from pathlib import Path
 
+from build import bench_people
+from build import evaluate
+from build import evaluate_detector
+from build import provenance
+from build import render_report
+from local import catalog
+from pose.detect import open_detector
+from pose.model import PoseModel
+
 BUILD = Path(__file__).resolve().parent
 ROOT = BUILD.parent
-sys.path.insert(0, str(BUILD))
-sys.path.insert(0, str(ROOT / "handler"))
-sys.path.insert(0, str(ROOT))
-import bench_people  # noqa: E402
-import evaluate  # noqa: E402
-import evaluate_detector  # noqa: E402
-import provenance  # noqa: E402
-import render_report  # noqa: E402
-from pose.detect import open_detector  # noqa: E402
-from pose.model import PoseModel  # noqa: E402
-
-from local import catalog  # noqa: E402
 
 MODELS = ROOT / "models"
 

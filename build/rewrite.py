@@ -26,7 +26,7 @@ pixel by pixel, so it commutes with both: it is moved before them as a grouped 1
 per phase, each with the original weight), and the pixel shuffle then moves 4 x joints channels instead of
 4 x 256 (exact as well; it saves most of the DepthToSpace time at 64x64).
 
-    python build/rewrite.py models/x.onnx out/x.rewritten.onnx [--check-images DIR ...]
+    python -m build.rewrite models/x.onnx out/x.rewritten.onnx [--check-images DIR ...]
 """
 
 from __future__ import annotations
@@ -41,8 +41,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import cards  # noqa: E402
+from build import cards
 
 REWRITE_NAME = "convtranspose4x4s2p1->conv2x2p1+DepthToSpace(DCR)+Slice"
 SINK_NAME = "conv1x1 after DepthToSpace+Slice->grouped conv1x1 before them"
@@ -163,23 +162,8 @@ def _rewrite_deconvs(model: onnx.ModelProto, fold_bn: bool, move_relu: bool) -> 
             report.moved_relu.append(relu.name or relu.output[0])
 
         dtype = onnx.helper.tensor_dtype_to_np_dtype(inits[node.input[1]].data_type)
-        base = name.rstrip("/") + "/as_conv"
-        w_name, b_name = base + "/weight", base + "/bias"
-        new_inits.append(numpy_helper.from_array(conv_weight(wt).astype(dtype), w_name))
-        new_inits.append(numpy_helper.from_array(np.tile(bias, 4).astype(dtype), b_name))
-        starts, ends, axes = base + "/slice_starts", base + "/slice_ends", base + "/slice_axes"
-        new_inits += [numpy_helper.from_array(np.array(v, dtype=np.int64), nm)
-                      for v, nm in (([1, 1], starts), ([-1, -1], ends), ([2, 3], axes))]
-        t_conv = base + "/conv_out"
-        nodes = [helper.make_node("Conv", [node.input[0], w_name, b_name], [t_conv], name=base + "/Conv",
-                                  kernel_shape=[2, 2], pads=[1, 1, 1, 1], strides=[1, 1])]
-        t_last = t_conv
-        if relu is not None:
-            nodes.append(helper.make_node("Relu", [t_conv], [base + "/relu_out"], name=base + "/Relu"))
-            t_last = base + "/relu_out"
-        nodes.append(helper.make_node("DepthToSpace", [t_last], [base + "/d2s_out"], name=base + "/DepthToSpace",
-                                      blocksize=2, mode="DCR"))
-        nodes.append(helper.make_node("Slice", [base + "/d2s_out", starts, ends, axes], [out], name=base + "/Slice"))
+        nodes, params = _as_conv(name.rstrip("/") + "/as_conv", node.input[0], out, wt, bias, dtype, relu is not None)
+        new_inits += params
         replacement[node.output[0]] = nodes
         removed.update(n.output[0] for n in chain[1:])
         report.rewritten.append(name)
@@ -187,6 +171,30 @@ def _rewrite_deconvs(model: onnx.ModelProto, fold_bn: bool, move_relu: bool) -> 
     if report.rewritten:
         _splice(g, replacement, removed, new_inits)  # also prunes the ConvTranspose and BatchNorm parameters
     return model, report
+
+
+def _as_conv(base: str, x: str, out: str, wt: np.ndarray, bias: np.ndarray, dtype: np.dtype,
+             relu: bool) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """The nodes that replace one ConvTranspose(4x4, s2, p1) (its BatchNorm folded into `wt` and `bias`), from
+    tensor `x` to tensor `out`: Conv 2x2 (pads 1) -> Relu (when it moved) -> DepthToSpace(DCR, 2) ->
+    Slice(1:-1 on H, W); and their new initializers, named under `base`."""
+    w_name, b_name = base + "/weight", base + "/bias"
+    params = [numpy_helper.from_array(conv_weight(wt).astype(dtype), w_name),
+              numpy_helper.from_array(np.tile(bias, 4).astype(dtype), b_name)]
+    starts, ends, axes = base + "/slice_starts", base + "/slice_ends", base + "/slice_axes"
+    params += [numpy_helper.from_array(np.array(v, dtype=np.int64), nm)
+               for v, nm in (([1, 1], starts), ([-1, -1], ends), ([2, 3], axes))]
+    t_conv = base + "/conv_out"
+    nodes = [helper.make_node("Conv", [x, w_name, b_name], [t_conv], name=base + "/Conv",
+                              kernel_shape=[2, 2], pads=[1, 1, 1, 1], strides=[1, 1])]
+    t_last = t_conv
+    if relu:
+        nodes.append(helper.make_node("Relu", [t_conv], [base + "/relu_out"], name=base + "/Relu"))
+        t_last = base + "/relu_out"
+    nodes.append(helper.make_node("DepthToSpace", [t_last], [base + "/d2s_out"], name=base + "/DepthToSpace",
+                                  blocksize=2, mode="DCR"))
+    nodes.append(helper.make_node("Slice", [base + "/d2s_out", starts, ends, axes], [out], name=base + "/Slice"))
+    return nodes, params
 
 
 def _sink_1x1_convs(model: onnx.ModelProto, report: Report) -> None:
@@ -303,11 +311,11 @@ def rewrite_file(src: str | Path, dst: str | Path) -> Report:
 def max_abs_diff(a_path: str | Path, b_path: str | Path, feeds: list[dict]) -> float:
     """Largest |a - b| over all outputs and feeds, both run by onnxruntime (basic optimisations only)."""
     import onnxruntime as ort
+    from pose.session import session_options
 
     def sess(p):
-        o = ort.SessionOptions()
+        o = session_options(None)
         o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        o.log_severity_level = 3
         return ort.InferenceSession(str(p), o, providers=["CPUExecutionProvider"])
 
     sa, sb_ = sess(a_path), sess(b_path)
@@ -332,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
           f"-> {args.dst} ({Path(args.dst).stat().st_size / 1e6:.1f} MB)")
     for name, reason in report.skipped:
         print(f"  left as is: {name}: {reason}")
-    import photos
+    from build import photos
 
     dirs = args.check_images if args.check_images is not None else [str(d) for d in photos.default_dirs()]
     paths = photos.list_images(dirs)[: args.max_images] if dirs else []

@@ -1,9 +1,9 @@
 """Which layers of a pose model must stay FP32 under static INT8: the search behind build/make_models.py.
 
-    python build/sensitivity.py chunks movenet-thunder [--size 8]       # keep each run of N convs FP32 in turn
-    python build/sensitivity.py convs movenet-thunder --from 0 --to 16   # keep each single conv FP32 in turn
-    python build/sensitivity.py variants movenet-thunder                 # the table of whole recipes (VARIANTS)
-    python build/sensitivity.py tensors movenet-thunder                  # per-tensor QDQ error (qdq_loss_debug)
+    python -m build.sensitivity chunks movenet-thunder [--size 8]       # keep each run of N convs FP32 in turn
+    python -m build.sensitivity convs movenet-thunder --from 0 --to 16   # keep each single conv FP32 in turn
+    python -m build.sensitivity variants movenet-thunder                 # the table of whole recipes (VARIANTS)
+    python -m build.sensitivity tensors movenet-thunder                  # per-tensor QDQ error (qdq_loss_debug)
 
 Every variant is built by ``make_models.build`` (i.e. build/quantize.py) with one recipe; calibration ranges
 are computed once per (model, method, photos) and reused, so a variant costs a quantization and an
@@ -50,13 +50,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-BUILD = Path(__file__).resolve().parent
-sys.path.insert(0, str(BUILD))
-import evaluate  # noqa: E402
-import make_models  # noqa: E402
-import photos  # noqa: E402
-import quantize  # noqa: E402
-from pose.model import PoseModel  # noqa: E402
+from build import evaluate
+from build import make_models
+from build import photos
+from build import quantize
+from pose.model import PoseModel
 
 # --- calibration once per (model, method, photos) ------------------------------------------------------------
 

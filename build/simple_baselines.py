@@ -25,7 +25,6 @@ a trained network), and a final layer scaled so that heatmaps peak near 1 like t
 from __future__ import annotations
 
 import re
-import sys
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Mapping
@@ -33,8 +32,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "handler"))
-from pose.source import sha256_of  # noqa: E402
+from pose.source import sha256_of
 
 ARCHS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3), "resnet152": (3, 8, 36, 3)}
 DATASETS = {  # joints and the official input size (height, width)

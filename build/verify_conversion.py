@@ -8,8 +8,8 @@ the model input and scaled as the model card says.
 
 Runs in the project venv (numpy, pillow, onnxruntime; no TensorFlow) and needs node and npm::
 
-    .venv/bin/python build/verify_conversion.py --package-dir /tmp/hm/package
-    .venv/bin/python build/verify_conversion.py            # npm-packs the package itself
+    .venv/bin/python -m build.verify_conversion --package-dir /tmp/hm/package
+    .venv/bin/python -m build.verify_conversion            # npm-packs the package itself
 
 The TF.js runtime is npm-installed once into ``--tfjs-dir`` (default: a folder in the system temp
 dir), never into the repository. Prints, per model and photo, the max abs difference of the
@@ -30,13 +30,11 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from build import convert_tfjs  # stdlib-only at import time: package fetch and pinned hashes
+from pose import card as card_schema
+
 BUILD = Path(__file__).resolve().parent
 ROOT = BUILD.parent
-sys.path.insert(0, str(BUILD))
-sys.path.insert(0, str(ROOT / "handler"))
-
-import convert_tfjs  # noqa: E402  (stdlib-only at import time: package fetch and pinned hashes)
-from pose import card as card_schema  # noqa: E402
 
 TFJS_VERSION = "4.22.0"
 TFJS_PACKAGES = [f"@tensorflow/{p}@{TFJS_VERSION}" for p in ("tfjs-core", "tfjs-backend-cpu", "tfjs-converter")]

@@ -36,11 +36,10 @@ from tqdm import tqdm
 
 from local import function
 
-sys.path.insert(0, str(function.ROOT / "handler"))
-from gather import Gathered, items_text  # noqa: E402
-from pose import records  # noqa: E402
-from pose.errors import BadParameter, NotFound, PoseError, TooLarge, Unreadable, WorkerDied  # noqa: E402
-from pose.options import Options  # noqa: E402
+from gather import Gathered, items_text
+from pose import records
+from pose.errors import BadParameter, NotFound, PoseError, TooLarge, Unreadable, WorkerDied
+from pose.options import Options
 
 RESULTS, COCO, IMAGES, LOCK = "results.jsonl", "coco_results.json", "images.json", ".lock"
 SPECIAL_FILES = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}

@@ -22,12 +22,9 @@ from urllib.parse import quote
 import boto3
 from tqdm import tqdm
 
-from local import function
-
-sys.path.insert(0, str(function.ROOT / "handler"))
-from pose.errors import BadParameter  # noqa: E402
-from pose.options import Options  # noqa: E402
-from pose.records import job_options  # noqa: E402
+from pose.errors import BadParameter
+from pose.options import Options
+from pose.records import job_options
 
 DONE_ITEMS = ("succeeded", "failed", "timedOut", "aborted")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import sys
 import warnings
 from pathlib import Path
 
@@ -33,14 +32,13 @@ def detector_path(name: str = DEFAULT_DETECTOR) -> Path:
 
 
 def load():
-    """The handler module `app`, imported once per process."""
+    """The handler module `app`, imported once per process. handler/ is on the import path as on Lambda
+    (where it is the function's root): the venv's install of the project (`make venv`) or pytest's
+    `pythonpath` puts it there (pyproject.toml)."""
     os.environ.setdefault("MODEL_PATH", str(model_path()))
     os.environ.setdefault("DETECTOR_PATH", str(detector_path()))
     os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "pose")
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     warnings.filterwarnings("ignore", message="No application metrics to publish")
-    handler_dir = str(ROOT / "handler")
-    if handler_dir not in sys.path:
-        sys.path.insert(0, handler_dir)
     return importlib.import_module("app")

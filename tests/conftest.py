@@ -24,9 +24,22 @@ DATA = ROOT / "tests" / "data"
 SHARED = ROOT.parent / "shared"
 EVAL = SHARED / "eval"
 
-for p in (str(ROOT / "handler"), str(ROOT)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
+def pytest_configure(config):
+    """The processes the tests start import what the tests import: pytest's `pythonpath` (pyproject.toml),
+    ahead of whatever the venv has installed (which may be another checkout of the project)."""
+    paths = [str(p) for p in config.getini("pythonpath")]
+    os.environ["PYTHONPATH"] = os.pathsep.join(paths + [p for p in [os.environ.get("PYTHONPATH")] if p])
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that reads the eval set (through `eval_set` or `coco_multi`) is in the eval group; a test in no group
+    (pyproject.toml's markers; a module without `pytestmark`) is a unit test."""
+    groups = [line.split(":")[0] for line in config.getini("markers")]
+    for item in items:
+        if {"eval_set", "coco_multi"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.eval)
+        if not any(item.get_closest_marker(g) for g in groups):
+            item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +53,14 @@ def eval_set() -> dict:
     if not (EVAL / "mpii.json").is_file():
         pytest.skip(f"the eval set is absent ({EVAL}): clone the project with ../shared beside it to run this test")
     return {name: json.loads((EVAL / f"{name}.json").read_text()) for name in ("mpii", "coco")}
+
+
+@pytest.fixture(scope="session")
+def coco_multi() -> Path:
+    """The eval set's photos of several people, labelled (coco_multi.json), or a skip naming what is missing."""
+    if not (EVAL / "coco_multi.json").is_file():
+        pytest.skip(f"the eval set is absent ({EVAL}): clone the project with ../shared beside it to run this test")
+    return EVAL / "coco_multi.json"
 
 
 def served_model(name: str | None = None) -> Path:

@@ -5,7 +5,6 @@ function itself, on a toy graph that hard-codes a batch of 1 the way MoveNet's i
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +19,11 @@ from pose.model import PoseModel
 
 from local import catalog
 
+from build import batch_dim
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "build"))
-import batch_dim  # noqa: E402
+
+pytestmark = pytest.mark.model
 
 DATA = ROOT / "tests" / "data"
 # every pose model's served file, and its FP32 source where that is another file

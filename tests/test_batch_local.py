@@ -24,6 +24,8 @@ import pytest
 
 from conftest import DATA, EVAL, ROOT, served_model
 
+pytestmark = pytest.mark.model
+
 PHOTOS = ("pose.jpg", "Pilots.jpg", "astronaut.png")
 
 

@@ -25,10 +25,11 @@ from test_batch_local import api_reply, assert_same_reply
 
 pytest.importorskip("moto.server")
 
-sys.path.insert(0, str(ROOT / "handler"))
 import gather  # noqa: E402
 from pose import records  # noqa: E402
 from pose.pipeline import MAX_PEOPLE  # noqa: E402
+
+pytestmark = pytest.mark.aws
 
 PHOTOS, RESULTS = "photos", "results"
 IN, OUT = "in/", "run/"
@@ -37,7 +38,6 @@ JOB = {"input": {"bucket": PHOTOS, "prefix": IN}, "output": {"bucket": RESULTS, 
 
 INVOKE = """
 import json, sys
-sys.path.insert(0, "handler")
 spec = json.loads(sys.stdin.read())
 
 class Context:

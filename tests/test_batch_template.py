@@ -16,6 +16,8 @@ import pytest
 
 from test_template import ROOT, refused_by, translate
 
+pytestmark = pytest.mark.aws
+
 DEFINITION = ROOT / "statemachine" / "batch.asl.json"
 BATCH_RESOURCES = ("BatchFunction", "BatchFunctionLogGroup", "GatherFunction", "GatherFunctionLogGroup",
                    "BatchStateMachine")

@@ -6,7 +6,6 @@ ResNet-50 throughout (as the official MPII checkpoint); small inputs where the i
 from __future__ import annotations
 
 import io
-import sys
 import warnings
 from pathlib import Path
 
@@ -16,13 +15,15 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from build import cards
+from build import export
+from build import photos
+from build import rewrite
+from build import simple_baselines as sb
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "build"))
-import cards  # noqa: E402
-import export  # noqa: E402
-import photos  # noqa: E402
-import rewrite  # noqa: E402
-import simple_baselines as sb  # noqa: E402
+
+pytestmark = pytest.mark.tools
 
 SMALL = 64  # input side for the export tests: a 16x16 heatmap, every layer still exercised
 PHOTOS = [ROOT / "tests" / "data" / name for name in ("pose.jpg", "Pilots.jpg", "astronaut.png")]  # committed
@@ -31,12 +32,6 @@ PHOTOS = [ROOT / "tests" / "data" / name for name in ("pose.jpg", "Pilots.jpg", 
 def official_state_dict(model: torch.nn.Module) -> dict:
     """The model's weights as the official PyTorch 0.4.0 checkpoints hold them (no num_batches_tracked)."""
     return {k: v.clone() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
-
-
-def session(path) -> ort.InferenceSession:
-    o = ort.SessionOptions()
-    o.log_severity_level = 3
-    return ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +150,7 @@ def test_export_matches_pytorch_on_synthetic_input_with_batch_2(r50, exported):
     x = export.synthetic_batch(2, SMALL, SMALL, seed=5).numpy()
     with torch.no_grad():
         ref = r50(torch.from_numpy(x)).numpy()
-    got = session(path).run(None, {"input": x})[0]
+    got = export.session(path).run(None, {"input": x})[0]
     assert got.shape == (2, 16, SMALL // 4, SMALL // 4)
     assert np.abs(ref - got).max() < 1e-4 * max(1.0, np.abs(ref).max())
 

@@ -1,8 +1,8 @@
 """The FP32 source of every pose model in models/models.json: each loads in onnxruntime, carries a valid card
 that matches its graph, and finds the person in pose.jpg.
 
-onnxruntime, numpy and pillow only; the card validator is the service's (handler/ is put on
-sys.path by conftest.py).
+onnxruntime, numpy and pillow only; the card validator is the service's (handler/ is on the path: pyproject.toml's
+pytest `pythonpath`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from PIL import Image
 from pose import card as card_schema
 
 from local import catalog
+
+pytestmark = pytest.mark.model
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = [m.name for m in catalog.models("pose")]

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from build import coldstart
 from conftest import ROOT, served_model
 from pose.source import sha256_of
 from test_template import TEMPLATE, evaluate, holds, parameter_values, refused_by, translate
 
-sys.path.insert(0, str(ROOT / "build"))
-import coldstart  # noqa: E402
+pytestmark = pytest.mark.tools
 
 
 def detector() -> Path | None:
@@ -32,7 +32,7 @@ def detector() -> Path | None:
 @pytest.fixture(scope="module")
 def layer(tmp_path_factory) -> dict[str, Path]:
     """handler/requirements.txt's closure and the runtime's boto3, without bytecode, and the function's
-    code: what Lambda puts on sys.path, and nothing else."""
+    code: what Lambda puts on the import path, and nothing else."""
     work = tmp_path_factory.mktemp("coldstart")
     site = coldstart.packages(coldstart.REQUIREMENTS.read_text(), work, bytecode=False)["no bytecode"]
     return {"site": site, "function": coldstart.function_code(work / "function")}
@@ -71,8 +71,7 @@ def test_a_snapstart_restore_reseeds_random_and_forgets_warm(tmp_path):
             return func
     """))
     child = textwrap.dedent(f"""
-        import random, sys
-        sys.path[:0] = [{str(tmp_path)!r}, {str(ROOT)!r}]
+        import random
         from local import function
         app = function.load()
         import snapshot_restore_py as runtime
@@ -83,7 +82,8 @@ def test_a_snapstart_restore_reseeds_random_and_forgets_warm(tmp_path):
             func(*args, **kwargs)
         print(app._warm, random.getstate() != state)
     """)
-    env = {"PATH": "/usr/bin:/bin", "MODEL_PATH": str(served_model()), "DETECTOR_PATH": str(detector() or "none")}
+    env = {"PATH": "/usr/bin:/bin", "MODEL_PATH": str(served_model()), "DETECTOR_PATH": str(detector() or "none"),
+           "PYTHONPATH": os.pathsep.join((str(tmp_path), os.environ["PYTHONPATH"]))}
     r = subprocess.run([sys.executable, "-c", child], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == ["False", "True"]

@@ -19,7 +19,7 @@ from pose import detect
 from pose.errors import ModelError
 from pose.image import read_photo
 
-from conftest import DATA, EVAL, ROOT
+from conftest import DATA, ROOT
 from local import catalog
 from local.function import detector_path
 
@@ -276,9 +276,7 @@ def test_card_that_does_not_fit_the_graph_fails_at_warm_up(detector):
 # --- accuracy on the shared eval set ---------------------------------------------------------------
 
 
-def test_shipped_detector_person_box_ap_on_coco_multi():
-    if not (EVAL / "coco_multi.json").is_file():
-        pytest.skip(f"the eval set is absent ({EVAL}): clone the project with ../shared beside it to run this test")
+def test_shipped_detector_person_box_ap_on_coco_multi(coco_multi):
     from build import evaluate_detector
 
     gt = evaluate_detector.load_gt()
@@ -425,9 +423,7 @@ def test_rtmdet_is_served_as_its_fp32_file_and_its_card_says_so(rtmdet):
     assert rtmdet.card.quantization == "fp32"
 
 
-def test_shipped_rtmdet_person_box_ap_on_coco_multi():
-    if not (EVAL / "coco_multi.json").is_file():
-        pytest.skip(f"the eval set is absent ({EVAL}): clone the project with ../shared beside it to run this test")
+def test_shipped_rtmdet_person_box_ap_on_coco_multi(coco_multi):
     from build import evaluate_detector
 
     gt = evaluate_detector.load_gt()

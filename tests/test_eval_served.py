@@ -21,6 +21,8 @@ from local import function
 from pose.detect import open_detector
 from pose.model import PoseModel
 
+pytestmark = pytest.mark.model
+
 
 def served_pipeline(threads: int = 1) -> evaluate.Pipeline:
     """The default model and the bundled detector in process, as the function loads them."""

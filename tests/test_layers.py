@@ -22,6 +22,8 @@ import pytest
 
 from local import catalog
 
+pytestmark = pytest.mark.aws
+
 ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = ROOT / "handler" / "requirements.txt"
 # Every file of the model layer: name -> its file under models/ (the entries of models/models.json it serves).

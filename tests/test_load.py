@@ -22,6 +22,8 @@ from PIL import Image
 
 from conftest import DATA, ROOT, local_server
 
+pytestmark = pytest.mark.load
+
 CLIENTS = 8
 CONCURRENT_REQUESTS = 512  # 64 per client
 SEQUENTIAL_REQUESTS = 100  # one client, for the latency of a request that does not queue

@@ -26,6 +26,7 @@ def test_demo_on_a_fresh_clone_installs_the_run_requirements_only(tmp_path):
     steps = would_run("demo", tmp_path / "venv")
     assert steps[0].startswith("python3 -m venv")
     assert [s.split()[-1] for s in steps if " -r " in s] == ["requirements-run.txt"]
+    assert [s.split()[-3:] for s in steps if " -r " not in s and "pip install" in s][-1] == ["--no-deps", "-e", "."]
 
 
 def test_test_after_demo_installs_only_the_rest(tmp_path):

@@ -21,6 +21,8 @@ import pytest
 
 from conftest import ROOT, served_model
 
+pytestmark = pytest.mark.model
+
 SOURCE = ROOT / "models" / "efficientpose.onnx"  # the small FP32 model: quick to copy and to load
 
 START = """

@@ -8,7 +8,6 @@ default calibration set reads ../shared and skips when it is absent.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +16,17 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+from build import bench_models
+from build import cards
+from build import export
+from build import photos
+from build import quantize
+from build import rewrite
+from build import simple_baselines as sb
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "build"))
-import bench_models  # noqa: E402
-import cards  # noqa: E402
-import export  # noqa: E402
-import photos  # noqa: E402
-import quantize  # noqa: E402
-import rewrite  # noqa: E402
-import simple_baselines as sb  # noqa: E402
+
+pytestmark = pytest.mark.tools
 
 DATA = ROOT / "tests" / "data"
 PHOTOS = [DATA / "pose.jpg", DATA / "Pilots.jpg", DATA / "astronaut.png"]
@@ -313,14 +314,13 @@ def test_bundled_models_keep_their_heads_and_in_graph_decoding_fp32(name, heads,
 def test_simple_baselines_export_and_its_int8_take_a_batch_of_different_photos(sb_fp32, sb_int8):
     """Symbolic batch "N" in and out (build/batch_dim.py via export.py and quantize.py), and a batch of P photos
     (and their mirror images) gives each one what a run on it alone gives."""
-    import batch_dim
-    import onnxruntime as ort
+    from build import batch_dim
+    from pose.session import session_options
 
     card = cards.get_card(onnx.load(str(sb_fp32), load_external_data=False))
     x = photos.prepare_all(PHOTOS, card)
     inputs = x + [t[..., ::-1].copy() for t in x]
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
+    options = session_options(1)
     for path, tolerance in ((sb_fp32, 1e-5), (sb_int8[0], 1e-6)):
         m = onnx.load(str(path), load_external_data=False)
         for v in (m.graph.input[0], m.graph.output[0]):

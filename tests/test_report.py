@@ -14,6 +14,8 @@ import pytest
 
 from build import render_report
 
+pytestmark = pytest.mark.tools
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 EVAL = ROOT.parent / "shared" / "eval"
@@ -52,7 +54,7 @@ def committed_people() -> dict:
 @pytest.mark.parametrize("stem", ["report", "people"])
 def test_each_committed_page_is_its_committed_json_rendered(stem):
     page = render_report.render(json.loads((DOCS / f"{stem}.json").read_text()))
-    assert page == (DOCS / f"{stem}.md").read_text(), f"rerun: python build/render_report.py docs/{stem}.json"
+    assert page == (DOCS / f"{stem}.md").read_text(), f"rerun: python -m build.render_report docs/{stem}.json"
 
 
 def test_render_file_writes_the_page_beside_its_json(tmp_path, committed):
@@ -149,7 +151,7 @@ def measured(tmp_path_factory) -> tuple[str, dict]:
 def test_measuring_writes_the_json_the_page_is_rendered_from(measured):
     md, data = measured
     assert render_report.render(data) == md
-    assert data["command"].startswith("python build/report.py --quick --models efficientpose")
+    assert data["command"].startswith("python -m build.report --quick --models efficientpose")
     assert data["machine"]["git"] and data["machine"]["date"]
     assert all(isinstance(t["met"], bool) for t in data["targets"])
 

@@ -27,6 +27,8 @@ import pytest
 
 from conftest import ROOT, served_model
 
+pytestmark = pytest.mark.aws
+
 pytest.importorskip("moto.server")
 
 BUCKET = "pose-models"

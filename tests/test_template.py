@@ -20,6 +20,8 @@ from pose.settings import DEFAULT_DETECTOR_PATH, DEFAULT_MODEL_PATH
 
 from local import catalog
 
+pytestmark = pytest.mark.aws
+
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"
 SAM = Path(sys.executable).with_name("sam")

@@ -24,6 +24,8 @@ from pose.model import PoseModel
 from pose.pipeline import estimate_people
 from pose.source import sha256_of
 
+pytestmark = pytest.mark.model
+
 MODEL = convert_openvino.OUT
 DETECTOR = ROOT / "models" / "int8" / "nanodet.int8.onnx"
 

@@ -5,14 +5,16 @@ and run batches, pose/memory.py). Measured in a fresh process, as Lambda's insta
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
-from conftest import ROOT
+import pytest
+
+pytestmark = pytest.mark.model
 
 CROWD_THEN_PHOTO = """
 import base64, io, json, sys
-sys.path[:0] = [{root!r}, {root!r} + "/handler"]
 from build import limits
 from build.bench_memory import reset_peak, resident_mb
 from local import function
@@ -40,9 +42,10 @@ print(json.dumps({{"people": people, "cold": cold, "after": after, "crowd_peak":
 
 def measured(crowds: int) -> dict:
     """In a fresh process at one thread: `crowds` crowd photos, then the 10 MP photo; memory in MB."""
-    out = subprocess.run([sys.executable, "-c", CROWD_THEN_PHOTO.format(root=str(ROOT)), str(crowds)],
+    out = subprocess.run([sys.executable, "-c", CROWD_THEN_PHOTO.format(), str(crowds)],
                          capture_output=True, text=True, timeout=600,
-                         env={"MODEL_THREADS": "1", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+                         env={"MODEL_THREADS": "1", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin",
+                              "PYTHONPATH": os.environ["PYTHONPATH"]})
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.aws
+
 ROOT = Path(__file__).resolve().parent.parent
 WEB = ROOT / "web"
 API_URL = "https://abc123defg.execute-api.us-east-1.amazonaws.com/Prod/"
