@@ -313,7 +313,7 @@ def failures(row: dict, fp32: float | None, tolerance: float, max_moved: float,
         return ["it could not be built"]
     out = []
     if fp32 is not None and row["accuracy"] is not None and row["accuracy"] < fp32 - tolerance:
-        out.append(f"loses more than {tolerance:g} points")
+        out.append(f"loses more than {tolerance:g} point(s)")
     if row["moved"] > max_moved:
         out.append(f"moves joints more than {max_moved:g}%")
     if row["speedup"] < min_speedup:
