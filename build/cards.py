@@ -70,6 +70,8 @@ def make_card(*, name: str, version: str, source: str, license: str, quantizatio
             card["sides"] = sides(tuple(joints))
             card["skeleton"] = [[inverse[a], inverse[b]] for a, b in card["skeleton"]]
             card["flip_pairs"] = flip_pairs(tuple(joints))
+    elif joints is not None:  # a joint set of its own: `extra` holds its sides, skeleton (and flip_pairs)
+        card["joints"] = list(joints)
     card_schema.parse(json.dumps(card))
     return card
 

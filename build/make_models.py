@@ -240,8 +240,8 @@ def print_comparison(table: dict) -> None:
 
 
 def latency(paths: dict[str, Path], threads: int, runs: int = 30, warmup: int = 3) -> dict[str, float]:
-    """Median ms per model, batch 1, sessions opened as the service does, run in turn round by round in one
-    process (so the machine's drift hits all alike)."""
+    """Median ms per model, batch 1 (a symbolic batch too), sessions opened as the service does, run in turn
+    round by round in one process (so the machine's drift hits all alike)."""
     from build.bench_models import open_session
 
     sessions = {k: open_session(p, threads) for k, p in paths.items()}
@@ -250,7 +250,7 @@ def latency(paths: dict[str, Path], threads: int, runs: int = 30, warmup: int = 
         i = s.get_inputs()[0]
         rng = np.random.default_rng(0)
         dtype = np.float32 if "float" in i.type else np.int32
-        feeds[k] = {i.name: rng.uniform(0, 255 if dtype == np.int32 else 1, [d for d in i.shape]).astype(dtype)}
+        feeds[k] = {i.name: rng.uniform(0, 255 if dtype == np.int32 else 1, [d if isinstance(d, int) else 1 for d in i.shape]).astype(dtype)}
     times: dict[str, list[float]] = {k: [] for k in sessions}
     for r in range(warmup + runs):
         for k, s in sessions.items():
