@@ -6,11 +6,12 @@ As Simple Baselines' tracker (Xiao et al. 2018, "for Human Pose Estimation and T
   of the photo pipeline (pipeline.estimate_people), matched greedily to the tracks: the pair most alike first,
   alike meaning OKS of the joints both placed, combined with box IoU (`similarity`), and only from
   `min_similarity` up; a person matched to no track starts a new one (a new id);
+- only people scored at least `min_score` are tracked, and of people whose joints agree (OKS above
+  `duplicate_oks`: two crops of one person, or two boxes that converged on one) the better-scored one;
 - on the other frames the detector is skipped: each track seen on the previous frame gives a box, the extent
-  of its joints widened (`follow_box`), and the pose model looks there alone (pipeline.people_in_boxes). Two
-  boxes that converge on one person give one (their poses agree, pipeline.OKS_NMS), and the people found are
-  matched to the tracks as on a detection frame, without starting any: where two people cross, a box may hold
-  the other person, who then keeps their own id rather than take the box's;
+  of its joints widened (`follow_box`), and the pose model looks there alone (pipeline.people_in_boxes); the
+  people found are matched to the tracks as on a detection frame, without starting any: where two people
+  cross, a box may hold the other person, who then keeps their own id rather than take the box's;
 - a followed box where the pose model places too few joints (`follow_box` None) holds nobody: that person is
   not reported on this frame. Tracking is unsure, and the next frame is a detection frame, when fewer people
   were found than tracks were followed, or one of them scored under `unsure_score`;
@@ -37,7 +38,7 @@ import numpy as np
 
 from .detect import iou_matrix
 from .model import PoseModel
-from .pipeline import MAX_PEOPLE, OKS_NMS, Detector, People, Person, estimate_people, oks, oks_nms, people_in_boxes
+from .pipeline import MAX_PEOPLE, Detector, People, Person, estimate_people, oks, oks_nms, people_in_boxes
 from .region import MIN_JOINTS, MIN_SCORE, in_photo
 
 Box = tuple[float, float, float, float]
@@ -51,7 +52,9 @@ class TrackOptions:
     keep_missing: int = 10  # frames a track outlives its last sighting (a short occlusion)
     min_similarity: float = 0.3  # a person and a track are matched from this similarity up
     oks_weight: float = 0.5  # similarity = oks_weight x OKS + (1 - oks_weight) x box IoU
-    unsure_score: float = 0.3  # a followed person scored under this makes the next frame a detection frame
+    unsure_score: float = 0.5  # a followed person scored under this makes the next frame a detection frame
+    min_score: float = 0.3  # people scored under this are not tracked (nor reported): the detector's doubts
+    duplicate_oks: float = 0.5  # a person whose joints agree this much (OKS) with a better-scored one is them
     smooth: bool = False  # One Euro filter on the reported joints
     min_cutoff: float = 1.0  # One Euro: the cutoff (Hz) at rest ...
     beta: float = 0.01  # ... raised by this much per pixel per second of joint speed
@@ -236,14 +239,19 @@ class Tracker:
         if detect:
             found = self.detect_all(rgb)
             self.unsure = False
-            return TrackedFrame(self.tracks.match(found.people, time_s), True, found.timings_ms)
+            return TrackedFrame(self.tracks.match(self._trackable(found.people), time_s), True, found.timings_ms)
         found = self.look_in(rgb, [b for _, b in boxes])
         placed = [replace(p, box=box) for p in found.people if (box := follow_box(p, width, height)) is not None]
-        tracked = self.tracks.match(oks_nms(placed, OKS_NMS), time_s, start=False)
+        tracked = self.tracks.match(self._trackable(placed), time_s, start=False)
         self.unsure = len(tracked) < len(followed) or any(tp.person.score < self.options.unsure_score
                                                           for tp in tracked)
         return TrackedFrame(tracked, False, found.timings_ms)
 
+
+    def _trackable(self, people: Sequence[Person]) -> list[Person]:
+        """The people worth a track: scored at least min_score, and not a duplicate of a better-scored one
+        (two crops of one person, which the photo pipeline's stricter OKS_NMS keeps)."""
+        return oks_nms([p for p in people if p.score >= self.options.min_score], self.options.duplicate_oks)
 
 def model_tracker(pose: PoseModel, detector: Detector | None, options: TrackOptions = TrackOptions(),
                   max_people: int = MAX_PEOPLE) -> Tracker:
