@@ -75,8 +75,10 @@ def open_clip(path: Path, max_seconds: float = MAX_SECONDS, max_frames: int = MA
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise UnsupportedImage(f"{path.name}: no video stream in it")
+            if container.format.name == "image2" or container.format.name.endswith("_pipe"):
+                raise UnsupportedImage(f"{path.name}: a still image ({container.format.name}), not a video")
             stream = container.streams.video[0]
-            first = next(container.decode(stream), None)
+            first = next(_decoded(stream, []), None)
             rotation = int(round((first.rotation if first is not None else 0) / 90)) % 4 * 90
             fps = float(stream.average_rate or stream.guessed_rate or 0)
             width, height = stream.codec_context.width, stream.codec_context.height
@@ -104,22 +106,34 @@ def frames(clip: Clip, max_frames: int = MAX_FRAMES) -> Iterator[tuple[int, floa
     `max_frames` frames (a container that lied about its count) is TooLarge."""
     with av.open(str(clip.path)) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
         start = None
         index = 0
-        try:
-            for frame in container.decode(stream):
-                if index >= max_frames:
-                    raise TooLarge(f"{clip.path.name}: more than {max_frames} frames")
-                t = frame.time if frame.time is not None else index / clip.fps
-                start = t if start is None else start
-                rgb = frame.to_ndarray(format="rgb24")
-                yield index, max(t - start, 0.0), np.rot90(rgb, clip.rotation // 90) if clip.rotation else rgb
-                index += 1
-        except av.FFmpegError as exc:
-            clip.truncated = f"decoding stopped at frame {index}: {exc.strerror or exc}"
-        if clip.frames and index < clip.frames and clip.truncated is None:
-            clip.truncated = f"{index} of the {clip.frames} frames the container announces"
+        errors: list[str] = []
+        for frame in _decoded(stream, errors):
+            if index >= max_frames:
+                raise TooLarge(f"{clip.path.name}: more than {max_frames} frames")
+            t = frame.time if frame.time is not None else index / clip.fps
+            start = t if start is None else start
+            rgb = frame.to_ndarray(format="rgb24")
+            yield index, max(t - start, 0.0), np.rot90(rgb, clip.rotation // 90) if clip.rotation else rgb
+            index += 1
+        if errors or (clip.frames and index < clip.frames):
+            clip.truncated = (f"{index} frames read of the {clip.frames or '?'} the container announces"
+                              + (f"; {len(errors)} packets did not decode ({errors[0]})" if errors else ""))
+
+
+def _decoded(stream, errors: list[str]) -> Iterator:
+    """The stream's frames in order, packet by packet: a packet that does not decode (a clip cut short, a
+    damaged one) is skipped and its error appended to `errors`, so every frame that can be read is; a
+    container that cannot be read further ends the frames there."""
+    try:
+        for packet in stream.container.demux(stream):
+            try:
+                yield from packet.decode()
+            except av.FFmpegError as exc:
+                errors.append(exc.strerror or str(exc))
+    except av.FFmpegError as exc:
+        errors.append(exc.strerror or str(exc))
 
 
 class Mp4Writer:
