@@ -14,7 +14,7 @@ SB_NAME := simple-baselines-$(SB_ARCH)-$(SB_DATASET)
 EVENT ?= events/pose-json.json
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help venv demo test test-fast serve invoke events layers validate sam-build deploy-web model export report bench batch batch-s3 bench-batch limits clean
+.PHONY: help venv demo test test-fast serve invoke events layers validate sam-build deploy-web model export report bench batch batch-s3 bench-batch limits video clean
 
 help:
 	@echo "make demo     set up (the function's packages only), run it on a bundled photo (out/annotated.png; MODEL=$(MODEL))"
@@ -27,6 +27,7 @@ help:
 	@echo "make report   every model x variant measured side by side -> docs/report.md, docs/people.md (QUICK=1)"
 	@echo "make bench    Simple Baselines variants, the handler end to end, people, batch of P crops vs P runs, the cold start"
 	@echo "make batch    every photo in a folder: IN=folder OUT=folder (WORKERS=, THREADS=, IMAGES=1); resumable"
+	@echo "make video    every person in a clip tracked: IN=clip.mp4 (or a folder of clips) OUT=folder -> tracks.json, annotated.mp4"
 	@echo "make batch-s3 every photo under an S3 prefix on the stack's state machine: IN=s3://... OUT=s3://... STACK=..."
 	@echo "make bench-batch photos per second of the batch code at 1 and 2 vCPUs (1769 and 3538 MB)"
 	@echo "make limits   the worst inputs the function accepts and hostile ones, each timed and measured (peak memory; BATCH=1: the batch's)"
@@ -124,6 +125,11 @@ bench: $(VENV)/.installed
 batch: $(VENV)/.installed
 	@test -n "$(IN)" -a -n "$(OUT)" || { echo "usage: make batch IN=<folder> OUT=<folder>" >&2; exit 2; }
 	$(PY) -m local.batch "$(IN)" "$(OUT)" $(if $(WORKERS),--workers $(WORKERS)) $(if $(THREADS),--threads $(THREADS)) $(if $(IMAGES),--images)
+
+# A clip (or every clip in a folder) -> OUT/tracks.json, OUT/annotated.mp4 and a summary (local/video.py).
+video: $(VENV)/.installed
+	@test -n "$(IN)" -a -n "$(OUT)" || { echo "usage: make video IN=<clip or folder> OUT=<folder>" >&2; exit 2; }
+	$(PY) -m local.video "$(IN)" "$(OUT)"
 
 # The deployed stack's batch state machine over s3://.../ (local/batch_s3.py): starts it, follows it.
 batch-s3: $(VENV)/.installed

@@ -9,6 +9,7 @@ smooth gradients (sky, skin) show bands. JPEG and WebP keep the photo's colours,
 
 from __future__ import annotations
 
+import colorsys
 import io
 
 import numpy as np
@@ -25,11 +26,14 @@ JPEG_QUALITY = 85
 
 
 def annotate(rgb: np.ndarray, people: list[tuple[np.ndarray, np.ndarray, tuple[float, ...] | None]],
-             sides: tuple[str, ...], skeleton: tuple[tuple[int, int], ...], palette: bool = False) -> Image.Image:
+             sides: tuple[str, ...], skeleton: tuple[tuple[int, int], ...], palette: bool = False,
+             track_ids: list[int] | None = None) -> Image.Image:
     """Draw each person given as (points (K, 2), visible (K,), box or None) in photo pixels:
     joints whose `visible` is true, limbs whose both ends are (left/right in their colours), and
     the box (left, top, right, bottom) with the person's number when a box is given. With
-    `palette`, on the photo reduced to PHOTO_COLORS colours (a "P" image, for a palette PNG)."""
+    `palette`, on the photo reduced to PHOTO_COLORS colours (a "P" image, for a palette PNG). With
+    `track_ids` (one per person; not with `palette`), each box is labelled with its id in the track's own
+    colour (track_color), so that a person keeps one colour through a clip."""
     img = Image.fromarray(rgb)
     k = min(1.0, MAX_SIDE / max(img.size))
     if k < 1.0:
@@ -43,13 +47,14 @@ def annotate(rgb: np.ndarray, people: list[tuple[np.ndarray, np.ndarray, tuple[f
     pen = ImageDraw.Draw(img)
     for number, (points, visible, box) in enumerate(people, start=1):
         if box is not None:
+            ink = BOX_COLOR if track_ids is None else track_color(track_ids[number - 1])
             x0, y0, x1, y1 = ((np.asarray(box, dtype=np.float64) + 0.5) * k - 0.5).tolist()
-            pen.rectangle([x0, y0, x1, y1], outline=BOX_COLOR, width=max(1, width // 2))
-            text = str(number)
+            pen.rectangle([x0, y0, x1, y1], outline=ink, width=max(1, width // 2))
+            text = str(number if track_ids is None else track_ids[number - 1])
             left, top, right, bottom = pen.textbbox((x0, y0), text, font=font)
             pad = max(2, width // 2)
             pen.rectangle([left - pad, top - pad, right + pad, bottom + pad], fill=LABEL_BACKGROUND)
-            pen.text((x0, y0), text, fill=BOX_COLOR, font=font)
+            pen.text((x0, y0), text, fill=ink, font=font)
         pts = (np.asarray(points, dtype=np.float64) + 0.5) * k - 0.5
         for a, b in skeleton:
             if visible[a] and visible[b]:
@@ -60,6 +65,13 @@ def annotate(rgb: np.ndarray, people: list[tuple[np.ndarray, np.ndarray, tuple[f
             pen.ellipse([x - radius, y - radius, x + radius, y + radius], fill=COLORS[sides[j]],
                         outline=(255, 255, 255), width=max(1, width // 2))
     return img
+
+
+def track_color(track_id: int) -> tuple[int, int, int]:
+    """A bright colour of its own for each track id: hues a golden angle apart, so neighbouring ids differ."""
+    hue = (track_id * 0.618033988749895) % 1.0
+    r, g, b = (round(255 * c) for c in colorsys.hsv_to_rgb(hue, 0.85, 1.0))
+    return (r, g, b)
 
 
 def encode(img: Image.Image, image_format: str) -> tuple[str, bytes]:

@@ -109,6 +109,21 @@ def estimate_people(rgb: np.ndarray, pose: PoseModel, detector: Detector | None,
     return People(probabilities(people[:max_people], pose.card.score_maps, rgb), timings)
 
 
+def people_in_boxes(rgb: np.ndarray, pose: PoseModel, boxes: list[tuple[float, float, float, float]]) -> People:
+    """One person in each of the given person boxes (left, top, right, bottom in photo pixels), in their order,
+    without the detector: the crops estimate_people makes of a detector's boxes, no whole-photo look, no NMS.
+    For a tracker (track.py) whose boxes come from the previous frame's joints. Each person is scored by their
+    joints alone (the box is given, not detected)."""
+    spec = pose.card.input
+    regions = [Region.around(b, spec.width, spec.height) for b in boxes]
+    if not regions:
+        return People([], {"detect": 0.0})
+    batch = pose.look(rgb, regions)
+    people = [Person(p, s, _joint_confidence(s), tuple(map(float, box)), r)
+              for p, s, box, r in zip(batch.points, batch.scores, boxes, regions)]
+    return People(probabilities(people, pose.card.score_maps, rgb), {"detect": 0.0, **batch.timings_ms})
+
+
 def uses_detector(card: Card) -> bool:
     """Whether the person detector finds the people this model looks at: for every output kind but
     ``yolo_pose``, whose card says (``output.person_detector``); a model that finds them itself needs none."""

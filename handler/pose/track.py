@@ -1,0 +1,263 @@
+"""Frames of a clip in order -> the people of each frame, each with a `track_id` that stays with the person.
+
+As Simple Baselines' tracker (Xiao et al. 2018, "for Human Pose Estimation and Tracking"):
+
+- on a detection frame (every `detect_every`-th, and the frame after tracking was unsure) the people are those
+  of the photo pipeline (pipeline.estimate_people), matched greedily to the tracks: the pair most alike first,
+  alike meaning OKS of the joints both placed, combined with box IoU (`similarity`), and only from
+  `min_similarity` up; a person matched to no track starts a new one (a new id);
+- only people scored at least `min_score` are tracked, and of people whose joints agree (OKS above
+  `duplicate_oks`: two crops of one person, or two boxes that converged on one) the better-scored one;
+- on the other frames the detector is skipped: each track seen on the previous frame gives a box, the extent
+  of its joints widened (`follow_box`), and the pose model looks there alone (pipeline.people_in_boxes); the
+  people found are matched to the tracks as on a detection frame, without starting any: where two people
+  cross, a box may hold the other person, who then keeps their own id rather than take the box's;
+- a followed box where the pose model places too few joints (`follow_box` None) holds nobody: that person is
+  not reported on this frame. Tracking is unsure, and the next frame is a detection frame, when fewer people
+  were found than tracks were followed, or one of them scored under `unsure_score`;
+- each track keeps a velocity (the mean move of its joints), so that it is looked for, and matched, where the
+  person should be now (`Track.expected`): after an occlusion, and on fast moves;
+- a track not seen is kept `keep_missing` frames (a short occlusion) so that the person gets their id back when
+  a detection finds them again; after that it ends and its id is never reused;
+- optionally (`smooth`, off by default) the joints a track reports are filtered in time by a One Euro filter
+  (Casiez et al. 2012): jitter is damped at low speed while fast moves are followed; matching and box
+  propagation keep the raw joints.
+
+State is the live tracks only (their last person and filter), so memory follows one frame, never the clip.
+The matching (`Tracks`) is plain numpy on Person records; `Tracker` adds the models through two callables,
+so both are tested without a model (tests/test_track.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .detect import iou_matrix
+from .model import PoseModel
+from .pipeline import MAX_PEOPLE, Detector, People, Person, estimate_people, oks, oks_nms, people_in_boxes
+from .region import MIN_JOINTS, MIN_SCORE, in_photo
+
+Box = tuple[float, float, float, float]
+VELOCITY_BLEND = 0.5  # a track's velocity: this much of the last move, the rest of the velocity before
+FOLLOW_MARGIN = 1.2  # a followed box is the joints' extent this much larger (head top and feet lie past the joints)
+
+
+@dataclass(frozen=True)
+class TrackOptions:
+    detect_every: int = 5  # a detection frame every this many frames (1: every frame)
+    keep_missing: int = 10  # frames a track outlives its last sighting (a short occlusion)
+    min_similarity: float = 0.3  # a person and a track are matched from this similarity up
+    oks_weight: float = 0.5  # similarity = oks_weight x OKS + (1 - oks_weight) x box IoU
+    unsure_score: float = 0.5  # a followed person scored under this makes the next frame a detection frame
+    min_score: float = 0.3  # people scored under this are not tracked (nor reported): the detector's doubts
+    duplicate_oks: float = 0.5  # a person whose joints agree this much (OKS) with a better-scored one is them
+    smooth: bool = False  # One Euro filter on the reported joints
+    min_cutoff: float = 1.0  # One Euro: the cutoff (Hz) at rest ...
+    beta: float = 0.01  # ... raised by this much per pixel per second of joint speed
+
+    def __post_init__(self) -> None:
+        if self.detect_every < 1 or self.keep_missing < 0:
+            raise ValueError("detect_every must be >= 1 and keep_missing >= 0")
+
+
+@dataclass
+class TrackedPerson:
+    person: Person
+    track_id: int
+
+
+@dataclass
+class TrackedFrame:
+    people: list[TrackedPerson]  # the people seen on this frame, best score first
+    detected: bool  # whether the detector ran on it
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class OneEuro:
+    """A One Euro filter over arrays of positions: each element low-passed with a cutoff that rises with its
+    speed (min_cutoff + beta x |speed|), so slow jitter is smoothed and fast moves lag little."""
+
+    def __init__(self, min_cutoff: float = 1.0, beta: float = 0.01, d_cutoff: float = 1.0):
+        self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
+        self.value: np.ndarray | None = None
+        self.speed: np.ndarray | None = None
+        self.time: float | None = None
+
+    @staticmethod
+    def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
+        tau = 1.0 / (2 * math.pi * cutoff)
+        return 1.0 / (1.0 + tau / dt)
+
+    def __call__(self, value: np.ndarray, time_s: float) -> np.ndarray:
+        value = np.asarray(value, dtype=np.float64)
+        if self.value is None or self.time is None or time_s <= self.time:
+            self.value, self.speed, self.time = value, np.zeros_like(value), time_s
+            return value
+        dt = time_s - self.time
+        speed = (value - self.value) / dt
+        a = self._alpha(self.d_cutoff, dt)
+        self.speed = a * speed + (1 - a) * self.speed
+        a = self._alpha(self.min_cutoff + self.beta * np.abs(self.speed), dt)
+        self.value, self.time = a * value + (1 - a) * self.value, time_s
+        return self.value
+
+
+@dataclass
+class Track:
+    track_id: int
+    person: Person  # the last person seen (raw joints)
+    missing: int = 0  # frames since it was last seen
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # pixels per frame, of the joints' centre
+    filter: OneEuro | None = None
+
+    def expected(self) -> Person:
+        """Where the person should be on the next frame: the last person moved on at their velocity over the
+        frames since (so a walker seen again after an occlusion is looked for where they went, not where
+        they were hidden)."""
+        shift = self.velocity * (self.missing + 1)
+        x0, y0, x1, y1 = self.person.box
+        return replace(self.person, points=self.person.points + shift,
+                       box=(x0 + shift[0], y0 + shift[1], x1 + shift[0], y1 + shift[1]))
+
+
+def similarity(track: Person, person: Person, oks_weight: float) -> float:
+    """How alike a track's last person and a new one are: OKS over the joints both placed with some
+    confidence (0 when fewer than MIN_JOINTS are), combined with their boxes' IoU."""
+    both = (track.scores >= MIN_SCORE) & (person.scores >= MIN_SCORE)
+    pose = oks(track, person, both) if int(both.sum()) >= MIN_JOINTS else 0.0
+    overlap = float(iou_matrix(np.array([track.box]), np.array([person.box]))[0, 0])
+    return oks_weight * pose + (1 - oks_weight) * overlap
+
+
+def follow_box(person: Person, width: int, height: int) -> Box | None:
+    """Where to look for `person` on the next frame: the extent of their joints placed with some confidence
+    on the photo, FOLLOW_MARGIN larger about its centre; None when fewer than MIN_JOINTS are (lost)."""
+    sure = person.points[(person.scores >= MIN_SCORE) & in_photo(person.points, width, height)]
+    if len(sure) < MIN_JOINTS:
+        return None
+    (x0, y0), (x1, y1) = sure.min(axis=0), sure.max(axis=0)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    w, h = (x1 - x0) * FOLLOW_MARGIN / 2, (y1 - y0) * FOLLOW_MARGIN / 2
+    return (float(cx - w), float(cy - h), float(cx + w), float(cy + h))
+
+
+class Tracks:
+    """The live tracks and the id counter: matching people to them, ageing the unseen, ending the old."""
+
+    def __init__(self, options: TrackOptions = TrackOptions()):
+        self.options = options
+        self.live: list[Track] = []
+        self.next_id = 1
+
+    def match(self, people: Sequence[Person], time_s: float = 0.0, start: bool = True) -> list[TrackedPerson]:
+        """A frame's people -> each with a track id: greedy on similarity, best pair first, from min_similarity
+        up; an unmatched person starts a new track (with `start`; else is left out), an unmatched track ages."""
+        expected = [t.expected() for t in self.live]
+        pairs = sorted(((similarity(e, p, self.options.oks_weight), ti, pi)
+                        for ti, e in enumerate(expected) for pi, p in enumerate(people)), reverse=True)
+        owner: dict[int, Track] = {}
+        taken: set[int] = set()
+        for value, ti, pi in pairs:
+            if value < self.options.min_similarity:
+                break
+            if ti not in taken and pi not in owner:
+                owner[pi] = self.live[ti]
+                taken.add(ti)
+        for pi, person in enumerate(people):
+            if pi not in owner and start:
+                owner[pi] = self._start(person)
+        return self._seen([(owner[pi], p) for pi, p in enumerate(people) if pi in owner], time_s)
+
+    def followed(self) -> list[Track]:
+        """The tracks seen on the last frame: those whose boxes the next frame looks in."""
+        return [t for t in self.live if t.missing == 0]
+
+    def _start(self, person: Person) -> Track:
+        track = Track(self.next_id, person, missing=-1)
+        self.next_id += 1
+        self.live.append(track)
+        return track
+
+    def _seen(self, found: list[tuple[Track, Person]], time_s: float) -> list[TrackedPerson]:
+        out = []
+        for track, person in found:
+            if track.person is not person:  # not a track started on this frame
+                track.velocity = _velocity(track, person)
+                track.person, track.missing = person, -1  # -1: seen now, 0 once every track has aged below
+            out.append(TrackedPerson(self._reported(track, person, time_s), track.track_id))
+        for track in self.live:
+            track.missing += 1
+        self.live = [t for t in self.live if t.missing <= self.options.keep_missing]
+        return sorted(out, key=lambda tp: -tp.person.score)
+
+    def _reported(self, track: Track, person: Person, time_s: float) -> Person:
+        if not self.options.smooth:
+            return person
+        if track.filter is None:
+            track.filter = OneEuro(self.options.min_cutoff, self.options.beta)
+        return replace(person, points=track.filter(person.points, time_s))
+
+
+def _velocity(track: Track, person: Person) -> np.ndarray:
+    """The track's velocity (pixels per frame) updated with `person`, seen track.missing + 1 frames after its
+    last sighting: the mean move of the joints placed with some confidence in both, blended with the old
+    velocity (VELOCITY_BLEND); the old one when fewer than MIN_JOINTS are placed in both."""
+    both = (track.person.scores >= MIN_SCORE) & (person.scores >= MIN_SCORE)
+    if int(both.sum()) < MIN_JOINTS:
+        return track.velocity
+    move = (person.points[both] - track.person.points[both]).mean(axis=0) / (track.missing + 1)
+    return VELOCITY_BLEND * move + (1 - VELOCITY_BLEND) * track.velocity
+
+
+class Tracker:
+    """A clip's frames, one `step` each, in order -> TrackedFrame. `detect_all(rgb)` is the photo pipeline's
+    people (the detector's boxes); `look_in(rgb, boxes)` the people the pose model finds in given boxes, one
+    per box, in order (pipeline.people_in_boxes). `follows_boxes` False (a model that finds the people
+    itself): every frame is a detection frame."""
+
+    def __init__(self, detect_all: Callable[[np.ndarray], People],
+                 look_in: Callable[[np.ndarray, list[Box]], People],
+                 options: TrackOptions = TrackOptions(), follows_boxes: bool = True):
+        self.detect_all, self.look_in = detect_all, look_in
+        self.options, self.follows_boxes = options, follows_boxes
+        self.tracks = Tracks(options)
+        self.index = 0
+        self.unsure = True  # the first frame is a detection frame
+
+    def step(self, rgb: np.ndarray, time_s: float) -> TrackedFrame:
+        height, width = rgb.shape[:2]
+        followed = self.tracks.followed()
+        boxes = [(t, b) for t in followed if (b := follow_box(t.expected(), width, height)) is not None]
+        lost = len(boxes) < len(followed)
+        detect = (not self.follows_boxes or self.unsure or lost or not boxes
+                  or self.index % self.options.detect_every == 0)
+        self.index += 1
+        if detect:
+            found = self.detect_all(rgb)
+            self.unsure = False
+            return TrackedFrame(self.tracks.match(self._trackable(found.people), time_s), True, found.timings_ms)
+        found = self.look_in(rgb, [b for _, b in boxes])
+        placed = [replace(p, box=box) for p in found.people if (box := follow_box(p, width, height)) is not None]
+        tracked = self.tracks.match(self._trackable(placed), time_s, start=False)
+        self.unsure = len(tracked) < len(followed) or any(tp.person.score < self.options.unsure_score
+                                                          for tp in tracked)
+        return TrackedFrame(tracked, False, found.timings_ms)
+
+
+    def _trackable(self, people: Sequence[Person]) -> list[Person]:
+        """The people worth a track: scored at least min_score, and not a duplicate of a better-scored one
+        (two crops of one person, which the photo pipeline's stricter OKS_NMS keeps)."""
+        return oks_nms([p for p in people if p.score >= self.options.min_score], self.options.duplicate_oks)
+
+def model_tracker(pose: PoseModel, detector: Detector | None, options: TrackOptions = TrackOptions(),
+                  max_people: int = MAX_PEOPLE) -> Tracker:
+    """A Tracker on the served models: detection frames answered as POST /pose answers a photo, the other
+    frames by the pose model in the followed boxes. A model that finds the people itself (``yolo_pose``) has
+    no crops to follow: every frame is a detection frame."""
+    return Tracker(lambda rgb: estimate_people(rgb, pose, detector, max_people),
+                   lambda rgb, boxes: people_in_boxes(rgb, pose, boxes),
+                   options, follows_boxes=pose.card.output.kind != "yolo_pose")
