@@ -263,7 +263,7 @@ def test_the_calibrator_passed_in_sets_the_ranges(tiny, tmp_path):
 def test_sensitivity_calibrates_once_per_model_photos_and_method(tiny, tmp_path):
     """build/sensitivity.py's calibrator reuses the first variant's ranges: a variant calibrated on other photos
     gets the same scales, where quantize.calibrate would give other ones."""
-    import sensitivity
+    from build import sensitivity
 
     cached = sensitivity.cached_calibrator("tiny-test", {"sources": ["tests/data"]})
     runs = {}
