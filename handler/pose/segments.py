@@ -97,7 +97,8 @@ class Joiner:
 
 
 def join(plan: Sequence[tuple[int, int]], segments: Sequence[Sequence[FrameTracks]],
-         options: TrackOptions = TrackOptions(), min_similarity: float = MIN_LINK_SIMILARITY) -> list[list[TrackedPerson]]:
+         options: TrackOptions = TrackOptions(),
+         min_similarity: float = MIN_LINK_SIMILARITY) -> list[list[TrackedPerson]]:
     """Each planned segment's frames as tracked on their own (segments[k][i] is frame plan[k][0] + i) -> the
     clip's frames, each taken from one segment (`cuts`), with the clip's track ids."""
     links = [link(previous[start - previous_start:], following[: previous_end - start], options, min_similarity)
