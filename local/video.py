@@ -2,6 +2,7 @@
 
     python -m local.video IN OUT [--detect-every 5] [--keep-missing 10] [--smooth] [--max-frames N]
                                  [--threads 1] [--threshold X] [--max-people N]
+                                 [--segment-seconds S [--overlap-seconds 1] [--workers 1]]
 
 IN is a clip (MP4/H.264, WebM, MOV, AVI, MKV: whatever FFmpeg reads) or a folder of them (each clip's results
 then go to OUT/<its path without suffix>/). For each clip:
@@ -16,6 +17,12 @@ then go to OUT/<its path without suffix>/). For each clip:
 - a summary line: frames, tracks, detection frames, frames per second (wall clock and per CPU second: with
   --threads 1, frames per second per core). A progress bar on a terminal.
 
+With --segment-seconds the clip is tracked as a long one is on AWS: in segments that overlap (pose/segments.py),
+each by a fresh tracker from its first frame (the frames before it decoded, not converted), in --workers
+processes, each segment's frames pickled to a scratch file frame by frame; the segments' tracks are matched
+over each overlap, and the frames decoded again to write the same tracks.json and annotated.mp4 in the joined
+ids (tracks.json also lists the segments). docs/video.md has the ids it gives against the one-piece run.
+
 Video I/O is PyAV's (docs/video.md has the measurement it was chosen on). Clips over the limits (MAX_SECONDS,
 MAX_FRAMES, MAX_PIXELS) are refused with TooLarge before any frame is decoded; a file FFmpeg cannot read as a
 video is UnsupportedImage; a truncated clip gives the frames that can be read (and says so). The models are
@@ -26,9 +33,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
+import pickle
 import sys
+import tempfile
 import time
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from functools import partial
+from itertools import islice
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
@@ -42,6 +56,7 @@ from local import function
 from pose import draw
 from pose.errors import PoseError, TooLarge, UnsupportedImage
 from pose.reply import person_json
+from pose.segments import Joiner, cuts, link, plan_segments
 from pose.service import Models, load_models
 from pose.track import TrackedFrame, TrackOptions, model_tracker
 
@@ -99,8 +114,9 @@ def open_clip(path: Path, max_seconds: float = MAX_SECONDS, max_frames: int = MA
     return Clip(path, fps or 30.0, width, height, frames, duration, rotation)
 
 
-def frames(clip: Clip, max_frames: int = MAX_FRAMES) -> Iterator[tuple[int, float, np.ndarray]]:
-    """(index, time in seconds from the first frame, (H, W, 3) uint8 RGB as displayed) for each frame in order,
+def frames(clip: Clip, max_frames: int = MAX_FRAMES, first: int = 0) -> Iterator[tuple[int, float, np.ndarray]]:
+    """(index, time in seconds from the first frame, (H, W, 3) uint8 RGB as displayed) for each frame in order
+    from index `first` (the frames before it decoded but not converted: a segment's start, exact to the frame),
     one at a time. A clip cut short ends at the last frame that decodes (clip.truncated says why); more than
     `max_frames` frames (a container that lied about its count) is TooLarge."""
     with av.open(str(clip.path)) as container:
@@ -113,6 +129,9 @@ def frames(clip: Clip, max_frames: int = MAX_FRAMES) -> Iterator[tuple[int, floa
                 raise TooLarge(f"{clip.path.name}: more than {max_frames} frames")
             t = frame.time if frame.time is not None else index / clip.fps
             start = t if start is None else start
+            if index < first:
+                index += 1
+                continue
             rgb = frame.to_ndarray(format="rgb24")
             yield index, max(t - start, 0.0), np.rot90(rgb, clip.rotation // 90) if clip.rotation else rgb
             index += 1
@@ -174,49 +193,136 @@ def frame_json(index: int, time_s: float, tracked: TrackedFrame, models: Models,
                        for tp in tracked.people]}
 
 
+@dataclass(frozen=True)
+class Segmenting:
+    """A clip tracked in segments (pose/segments.py): each by a fresh tracker from its first frame, in up to
+    `workers` processes (each loading the models from `model_env`, as load_models takes them), then joined."""
+    seconds: float
+    overlap_seconds: float = 1.0
+    workers: int = 1
+    model_env: dict | None = None
+
+
 def track_clip(path: Path, out: Path, models: Models, options: TrackOptions, threshold: float | None = None,
-               max_people: int | None = None, max_frames: int | None = None) -> dict:
-    """One clip -> out/tracks.json and out/annotated.mp4; returns its summary. Raises the PoseError of a
-    clip that cannot be read (UnsupportedImage, TooLarge)."""
+               max_people: int | None = None, max_frames: int | None = None,
+               segmenting: Segmenting | None = None) -> dict:
+    """One clip -> out/tracks.json and out/annotated.mp4; returns its summary. In one piece, or in segments
+    (`segmenting`) joined into the same ids-through-the-clip output. Raises the PoseError of a clip that cannot
+    be read (UnsupportedImage, TooLarge)."""
     clip = open_clip(path)
     card = models.pose.card
     threshold = card.threshold if threshold is None else threshold
-    tracker = model_tracker(models.pose, models.detector, options, *([max_people] if max_people else []))
     out.mkdir(parents=True, exist_ok=True)
     tracks: dict[int, dict] = {}
     count = detections = 0
-    started, cpu = time.perf_counter(), time.process_time()
+    started, cpu = time.perf_counter(), _cpu_seconds()
     limit = min(max_frames or MAX_FRAMES, MAX_FRAMES)
     total = min(clip.frames or limit, limit)
-    with open(out / "tracks.json", "w") as js, Mp4Writer(out / "annotated.mp4") as video, \
-            tqdm(total=total, unit="frame", desc=path.name, disable=None, dynamic_ncols=True) as bar:
-        head = {"clip": path.name, "fps": round(clip.fps, 4), "width": clip.width, "height": clip.height,
-                "rotation": clip.rotation, **models.described, "threshold": threshold, "joints": list(card.joints),
-                "skeleton": [list(pair) for pair in card.skeleton], "detect_every": options.detect_every,
-                "smooth": options.smooth}
-        js.write(json.dumps(head)[:-1] + ', "frames": [\n')
-        for index, time_s, rgb in frames(clip):
-            if index >= limit:
-                break
-            tracked = tracker.step(rgb, time_s)
-            js.write((",\n" if index else "") + json.dumps(frame_json(index, time_s, tracked, models, threshold)))
-            drawing = draw.annotate(rgb, [(tp.person.points, tp.person.scores >= threshold, tp.person.box)
-                                          for tp in tracked.people], card.sides, card.skeleton,
-                                    track_ids=[tp.track_id for tp in tracked.people])
-            video.write(np.asarray(drawing), time_s)
-            for tp in tracked.people:
-                span = tracks.setdefault(tp.track_id, {"track_id": tp.track_id, "first_frame": index, "frames": 0})
-                span["last_frame"] = index
-                span["frames"] += 1
-            count += 1
-            detections += tracked.detected
-            bar.update()
-        js.write(f'\n], "frame_count": {count}, "truncated": {json.dumps(clip.truncated)}, '
-                 f'"tracks": {json.dumps(list(tracks.values()))}}}\n')
-    seconds, cpu_s = time.perf_counter() - started, time.process_time() - cpu
+    head = {"clip": path.name, "fps": round(clip.fps, 4), "width": clip.width, "height": clip.height,
+            "rotation": clip.rotation, **models.described, "threshold": threshold, "joints": list(card.joints),
+            "skeleton": [list(pair) for pair in card.skeleton], "detect_every": options.detect_every,
+            "smooth": options.smooth}
+    with tempfile.TemporaryDirectory(prefix="segments-") as scratch:
+        if segmenting is None:
+            tracker = model_tracker(models.pose, models.detector, options, *([max_people] if max_people else []))
+            tracked_frames = ((i, t, rgb, tracker.step(rgb, t)) for i, t, rgb in islice(frames(clip), limit))
+        else:
+            plan = plan_segments(total, clip.fps, segmenting.seconds, segmenting.overlap_seconds)
+            head["segments"] = [list(se) for se in plan]
+            files = _track_segments(path, plan, limit, Path(scratch), models, options, max_people, segmenting)
+            tracked_frames = _joined(clip, plan, files, options)
+        with open(out / "tracks.json", "w") as js, Mp4Writer(out / "annotated.mp4") as video, \
+                tqdm(total=total, unit="frame", desc=path.name, disable=None, dynamic_ncols=True) as bar:
+            js.write(json.dumps(head)[:-1] + ', "frames": [\n')
+            for index, time_s, rgb, tracked in tracked_frames:
+                if index >= limit:
+                    break
+                js.write((",\n" if index else "") + json.dumps(frame_json(index, time_s, tracked, models, threshold)))
+                drawing = draw.annotate(rgb, [(tp.person.points, tp.person.scores >= threshold, tp.person.box)
+                                              for tp in tracked.people], card.sides, card.skeleton,
+                                        track_ids=[tp.track_id for tp in tracked.people])
+                video.write(np.asarray(drawing), time_s)
+                for tp in tracked.people:
+                    span = tracks.setdefault(tp.track_id, {"track_id": tp.track_id, "first_frame": index, "frames": 0})
+                    span["last_frame"] = index
+                    span["frames"] += 1
+                count += 1
+                detections += tracked.detected
+                bar.update()
+            js.write(f'\n], "frame_count": {count}, "truncated": {json.dumps(clip.truncated)}, '
+                     f'"tracks": {json.dumps(list(tracks.values()))}}}\n')
+    seconds, cpu_s = time.perf_counter() - started, _cpu_seconds() - cpu
     return {"clip": str(path), "frames": count, "tracks": len(tracks), "detection_frames": detections,
             "seconds": round(seconds, 2), "fps": round(count / seconds, 2) if seconds else None,
             "fps_per_cpu_second": round(count / cpu_s, 2) if cpu_s else None, "truncated": clip.truncated}
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished child processes (the segments' workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def track_segment(path: Path, start: int, end: int, scratch: Path, options: TrackOptions,
+                  max_people: int | None = None, models: Models | None = None, model_env: dict | None = None) -> Path:
+    """Frames [start, end) of a clip tracked by a fresh tracker (ids its own) -> `scratch`, one pickled
+    (index, time, TrackedFrame) per frame, so memory follows one frame. The models given, or loaded from
+    `model_env` once per worker process."""
+    global _worker_models
+    if models is None:
+        _worker_models = _worker_models or load_models(model_env or {})
+        models = _worker_models
+    tracker = model_tracker(models.pose, models.detector, options, *([max_people] if max_people else []))
+    with open(scratch, "wb") as f:
+        for index, time_s, rgb in frames(open_clip(path), first=start):
+            if index >= end:
+                break
+            pickle.dump((index, time_s, tracker.step(rgb, time_s)), f)
+    return scratch
+
+
+_worker_models: Models | None = None  # a worker process's models, loaded by its first segment
+
+
+def _track_segments(path: Path, plan: list[tuple[int, int]], limit: int, scratch: Path, models: Models,
+                    options: TrackOptions, max_people: int | None, segmenting: Segmenting) -> list[Path]:
+    """Each planned segment tracked on its own (the last one on to the clip's end, should the container have
+    announced too few frames) -> its scratch file; side by side in `segmenting.workers` processes."""
+    jobs = [(path, start, end if k + 1 < len(plan) else limit, scratch / f"{k}.pickle", options, max_people)
+            for k, (start, end) in enumerate(plan)]
+    if segmenting.workers <= 1:
+        return [track_segment(*job, models=models) for job in jobs]
+    with ProcessPoolExecutor(segmenting.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(partial(track_segment, model_env=segmenting.model_env), *zip(*jobs)))
+
+
+def _records(file: Path) -> Iterator[tuple[int, float, TrackedFrame]]:
+    with open(file, "rb") as f:
+        while True:
+            try:
+                yield pickle.load(f)  # our own scratch file, written by track_segment above
+            except EOFError:
+                return
+
+
+def _joined(clip: Clip, plan: list[tuple[int, int]], files: list[Path],
+            options: TrackOptions) -> Iterator[tuple[int, float, np.ndarray, TrackedFrame]]:
+    """The segments' scratch files -> the clip's frames with their people in the clip's ids (segments.link over
+    each overlap, read from the files: only the overlap's people are held), decoded again for the drawing."""
+    links = []
+    for (_, end), (start, _), before, after in zip(plan, plan[1:], files, files[1:]):
+        earlier = {i: tf.people for i, _, tf in _records(before) if start <= i < end}
+        later = {i: tf.people for i, _, tf in _records(after) if i < end}
+        both = sorted(earlier.keys() & later.keys())
+        links.append(link([earlier[i] for i in both], [later[i] for i in both], options))
+    joiner = Joiner(links)
+    firsts = cuts(plan) + [MAX_FRAMES]
+    records = ((i, t, replace(tf, people=[replace(tp, track_id=joiner(k, tp.track_id)) for tp in tf.people]))
+               for k, file in enumerate(files) for i, t, tf in _records(file) if firsts[k] <= i < firsts[k + 1])
+    for (index, time_s, rgb), (i, t, tracked) in zip(frames(clip), records):
+        if index != i:
+            raise RuntimeError(f"{clip.path.name}: frame {index} decoded where the segments have frame {i}")
+        yield index, t, rgb, tracked
 
 
 def clips_in(folder: Path) -> list[Path]:
@@ -234,6 +340,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads (default 1: per core)")
     parser.add_argument("--threshold", type=float)
     parser.add_argument("--max-people", type=int)
+    parser.add_argument("--segment-seconds", type=float,
+                        help="track the clip in segments this long, each on its own, then join their tracks")
+    parser.add_argument("--overlap-seconds", type=float, default=Segmenting.overlap_seconds,
+                        help="segments overlap by this much: their tracks are matched there")
+    parser.add_argument("--workers", type=int, default=1, help="segments tracked side by side in this many processes")
     args = parser.parse_args(argv)
     if args.input.is_dir():
         jobs = [(p, args.out / p.relative_to(args.input).with_suffix("")) for p in clips_in(args.input)]
@@ -242,13 +353,16 @@ def main(argv: list[str] | None = None) -> int:
     if not jobs:
         print(f"no clips ({', '.join(SUFFIXES)}) under {args.input}", file=sys.stderr)
         return 2
-    models = load_models({"MODEL_PATH": str(function.model_path()), "DETECTOR_PATH": str(function.detector_path()),
-                          "MODEL_THREADS": str(args.threads)} | _env_overrides())
+    model_env = {"MODEL_PATH": str(function.model_path()), "DETECTOR_PATH": str(function.detector_path()),
+                 "MODEL_THREADS": str(args.threads)} | _env_overrides()
+    models = load_models(model_env)
+    segmenting = (Segmenting(args.segment_seconds, args.overlap_seconds, args.workers, model_env)
+                  if args.segment_seconds else None)
     options = TrackOptions(detect_every=args.detect_every, keep_missing=args.keep_missing, smooth=args.smooth)
     failed = 0
     for path, out in jobs:
         try:
-            s = track_clip(path, out, models, options, args.threshold, args.max_people, args.max_frames)
+            s = track_clip(path, out, models, options, args.threshold, args.max_people, args.max_frames, segmenting)
         except PoseError as exc:
             print(f"{path}: {exc.code}: {exc.message}", file=sys.stderr)
             failed += 1
