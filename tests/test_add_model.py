@@ -174,6 +174,7 @@ def test_int8_is_served_only_within_tolerance_and_faster(rows, fp32, chosen):
     assert (best and best["label"]) == chosen
 
 
+@pytest.mark.tools  # quantizes
 def test_the_search_tries_every_candidate_and_records_its_choice(tmp_path, folder, capsys):
     """On a small heatmap model, calibrated on ../shared/images: whichever way it goes, the entry says why and
     its files, card and recipe agree (the INT8 file's card says int8; FP32 served has no recipe)."""
@@ -192,6 +193,7 @@ def test_the_search_tries_every_candidate_and_records_its_choice(tmp_path, folde
         assert all(label in e.recipe["why_fp32"] for label in add_model.CANDIDATES)
 
 
+@pytest.mark.tools  # quantizes
 def test_an_int8_choice_is_served_with_a_recipe_make_model_rebuilds(tmp_path, folder):
     """With no speed asked of it (--min-speedup 0), a candidate that keeps the joints is served as int8/; its
     recipe in the list, given to build/make_models.py as `make model` gives it, makes the same graph."""

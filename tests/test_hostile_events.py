@@ -240,6 +240,7 @@ def fastest_seconds(call, text: str, times: int) -> float:
     return min(rounds)
 
 
+@pytest.mark.load  # it times 9 bodies of up to 4 MB per shape
 @pytest.mark.parametrize("shape", list(SLOW_SHAPES))
 def test_a_body_costs_time_linear_in_its_length(call, shape):
     """One body of 4 MB against eight of 512 KB of the same shape, the same bytes in all: linear is a ratio
