@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import os
 import shutil
@@ -62,6 +61,8 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
+
+from pose.source import sha256_of
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported (for its op registry)
 
@@ -163,14 +164,6 @@ MODELS = {
 }
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def log(msg: str) -> None:
     print(msg, flush=True)
 
@@ -206,7 +199,7 @@ def check_package(package_dir: Path) -> None:
     if (meta.get("name"), meta.get("version")) != (PACKAGE, PACKAGE_VERSION):
         sys.exit(f"{package_dir} holds {meta.get('name')}@{meta.get('version')}, not {PACKAGE}@{PACKAGE_VERSION}")
     for rel, want in SOURCE_SHA256.items():
-        got = sha256(package_dir / rel)
+        got = sha256_of(package_dir / rel)
         if got != want:
             sys.exit(f"{package_dir / rel}: sha256 {got}, expected {want}")
 
@@ -479,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"  input  {inp.name} {_dims(inp)}")
             for out in model.graph.output:
                 log(f"  output {out.name} {_dims(out)}")
-            log(f"  wrote {target}  size {target.stat().st_size} bytes  sha256 {sha256(target)}")
+            log(f"  wrote {target}  size {target.stat().st_size} bytes  sha256 {sha256_of(target)}")
     return 0
 
 
