@@ -1,4 +1,4 @@
-"""The Lambda function: POST /pose and GET /health behind API Gateway (REST, proxy integration).
+"""The Lambda function: POST /pose, POST /track and GET /health behind API Gateway (REST, proxy integration).
 
 The pose model and the person detector are loaded once, when this module is imported (the cold
 start), into global sessions; a model that cannot be loaded stops the function at init with one log
@@ -83,6 +83,18 @@ def post_pose() -> Response:
     return _json(200, reply)
 
 
+@app.post("/track")
+def post_track() -> Response:
+    """A clip's next frames and the tracker state of the previous reply -> their people with track ids and
+    the new state (service.track). Stateless: the state travels with the requests."""
+    started = time.perf_counter()
+    asked = request.parse_track(app.current_event)
+    reply = service.track(asked.frames, asked.state, asked.options, MODELS)
+    metrics.add_metric(name="TrackFrames", unit=MetricUnit.Count, value=len(reply["frames"]))
+    metrics.add_metric(name="TotalLatency", unit=MetricUnit.Milliseconds, value=(time.perf_counter() - started) * 1e3)
+    return _json(200, reply)
+
+
 @app.get("/health")
 def get_health() -> Response:
     pose, detector = MODELS.pose, MODELS.detector
@@ -107,7 +119,7 @@ def on_unexpected(exc: Exception) -> Response:
 
 @app.not_found
 def on_not_found(_exc: Exception) -> Response:
-    return _json(404, {"error": {"code": "not_found", "message": "no such route; use POST /pose or GET /health"}})
+    return _json(404, {"error": {"code": "not_found", "message": "no such route; use POST /pose, POST /track or GET /health"}})
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

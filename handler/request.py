@@ -1,4 +1,4 @@
-"""An API Gateway proxy event -> what POST /pose was asked to do, or a typed error saying why not.
+"""An API Gateway proxy event -> what POST /pose (or POST /track) was asked to do, or a typed error saying why not.
 
 Two body shapes: JSON ``{"image": "<base64 or data URL>", ...}``, or the photo itself (a raw
 ``image/jpeg``, ``image/png`` or ``image/webp`` body, base64-encoded by API Gateway's binary media
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pose import image, options
+from pose import image, options, service
 from pose.errors import BadParameter, BadRequest, TooLarge, UnsupportedImage
 
 RAW_TYPES = ("image/jpeg", "image/png", "image/webp")
@@ -34,12 +34,17 @@ class PoseRequest:
     options: options.Options
 
 
+@dataclass(frozen=True)
+class TrackRequest:
+    frames: list[bytes]  # the clip's next frames, each an image's bytes, in order
+    state: Any  # the tracker state of the previous reply, unchecked (Tracker.load_state checks it); None: none
+    options: options.Options
+
+
 def parse(event) -> PoseRequest:
     """The API event (Powertools' APIGatewayProxyEvent) -> PoseRequest."""
-    body = event.body or ""
-    if len(body) > MAX_BODY_CHARS:
-        raise TooLarge(f"the request body is over {MAX_BODY_CHARS} bytes")
-    content_type = _header(event, "content-type").split(";")[0].strip().lower()
+    body = _body(event)
+    content_type = _content_type(event)
     if content_type in RAW_TYPES:
         if not body:
             raise BadRequest(f"the request body is empty; send the {content_type} image as the body")
@@ -50,10 +55,43 @@ def parse(event) -> PoseRequest:
     if content_type.startswith("image/"):
         raise UnsupportedImage(f"Content-Type {_quoted(content_type)} is not supported; send one of "
                                f"{', '.join(RAW_TYPES)}")
+    return _request(None, _json_object(event, body, "JSON {\"image\": \"<base64>\"} or a raw image",
+                                       "an object with an 'image' field"))
+
+
+def parse_track(event) -> TrackRequest:
+    """POST /track's event -> TrackRequest: a JSON object with `frames` (1 to service.MAX_TRACK_FRAMES
+    images, each base64 or a data URL), `state` (absent or null for a clip's first frames) and POST /pose's
+    `threshold` and `max_people`."""
+    body = _body(event)
+    if _content_type(event).startswith("image/"):
+        raise UnsupportedImage("POST /track takes JSON {\"frames\": [...], \"state\": ...}, not a raw image")
+    doc = _json_object(event, body, "JSON {\"frames\": [\"<base64>\", ...]}", "an object with a 'frames' field")
+    asked = options.parse(doc)
+    frames = doc.get("frames")
+    if not isinstance(frames, list) or not 1 <= len(frames) <= service.MAX_TRACK_FRAMES:
+        raise BadRequest(f"'frames' must be a list of 1 to {service.MAX_TRACK_FRAMES} images (base64 or data URLs)")
+    data = [_image_from_text(frame, f"frame {i}") for i, frame in enumerate(frames)]
+    return TrackRequest(data, doc.get("state"), asked)
+
+
+def _body(event) -> str:
+    body = event.body or ""
+    if len(body) > MAX_BODY_CHARS:
+        raise TooLarge(f"the request body is over {MAX_BODY_CHARS} bytes")
+    return body
+
+
+def _content_type(event) -> str:
+    return _header(event, "content-type").split(";")[0].strip().lower()
+
+
+def _json_object(event, body: str, expected: str, shape: str) -> dict:
+    """A JSON body -> its object; BadRequest naming the `expected` body, or the object's `shape`."""
     text = _b64decode(body, "the body").decode("utf-8", "replace") if event.is_base64_encoded else body
     text = text.removeprefix("\ufeff")
     if not text.strip():
-        raise BadRequest("the request body is empty; send JSON {\"image\": \"<base64>\"} or a raw image")
+        raise BadRequest(f"the request body is empty; send {expected}")
     if _json_depth(text) > MAX_JSON_DEPTH:
         raise BadRequest(f"the request body is JSON nested over {MAX_JSON_DEPTH} levels deep; the limit is "
                          f"{MAX_JSON_DEPTH}")
@@ -64,8 +102,8 @@ def parse(event) -> PoseRequest:
     except RecursionError:
         raise BadRequest("the request body is not valid JSON: nested too deeply") from None
     if not isinstance(doc, dict):
-        raise BadRequest("the JSON body must be an object with an 'image' field")
-    return _request(None, doc)
+        raise BadRequest(f"the JSON body must be {shape}")
+    return doc
 
 
 def _header(event, name: str) -> str:
@@ -152,6 +190,13 @@ def _image_from_field(value: Any) -> bytes:
     """The JSON 'image' field: plain base64, or a data URL of an image type."""
     if not isinstance(value, str) or not value:
         raise BadRequest("the JSON body needs an 'image' field: a base64 string or a data URL")
+    return _image_from_text(value, "the 'image' field")
+
+
+def _image_from_text(value: Any, what: str) -> bytes:
+    """An image as plain base64 or a data URL of an image type -> its bytes (`what` names it in errors)."""
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"{what} must be a base64 string or a data URL")
     if value.startswith("data:"):
         header, sep, value = value.partition(",")
         media_type = header[5:].split(";")[0].strip().lower()
@@ -159,4 +204,4 @@ def _image_from_field(value: Any) -> bytes:
             raise BadRequest("the data URL must be base64-encoded (data:image/...;base64,...)")
         if media_type not in image.MEDIA_TYPES:
             raise UnsupportedImage(f"the data URL's media type {_quoted(media_type)} is not an image type")
-    return _image_b64decode(value, "the 'image' field")
+    return _image_b64decode(value, what)

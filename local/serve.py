@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 from local import function
 from local.apigw import LambdaContext, proxy_event, response_body, response_headers
 
-API_ROUTES = ("/pose", "/health")
+API_ROUTES = ("/pose", "/track", "/health")
 WEB_ROOT = function.ROOT / "web"
 MAX_BODY = 10 * 1024 * 1024  # read at most this much; the handler enforces the API's own limits
 READ_TIMEOUT = 5  # seconds a client may pause mid-request before the server gives up on it

@@ -142,3 +142,21 @@ def endpoint():
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+def people_frames(count: int, width: int = 480) -> list:
+    """A clip made from tests/data/Pilots.jpg (three people, their boxes overlapping): the photo scaled to
+    `width` (even sides) and slid right 3 px a frame on a grey canvas 1.25x as wide, as (H, W, 3) uint8 RGB
+    arrays: people who move, for the tracker."""
+    import numpy as np
+    from PIL import Image
+
+    img = Image.open(DATA / "Pilots.jpg").convert("RGB")
+    photo = np.asarray(img.resize((width, round(img.height * width / img.width) // 2 * 2)))
+    frames = []
+    for i in range(count):
+        canvas = np.full((photo.shape[0], width * 5 // 4 // 2 * 2, 3), 96, np.uint8)
+        x = 3 * i % (canvas.shape[1] - width)
+        canvas[:, x: x + width] = photo
+        frames.append(canvas)
+    return frames

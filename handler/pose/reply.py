@@ -18,6 +18,7 @@ from .region import Region
 
 if TYPE_CHECKING:  # only named here: importing the pipeline would import onnxruntime, which shaping JSON never needs
     from .pipeline import People, Person
+    from .track import TrackedPerson
 
 MAX_ANNOTATED_BYTES = 3_900_000  # as base64 about 5.2 MB: the reply stays under Lambda's 6 MB
 
@@ -43,6 +44,18 @@ def person_json(person: Person, card: Card, threshold: float) -> dict:
     }
 
 
+def tracked_person_json(tracked: TrackedPerson, card: Card, threshold: float) -> dict:
+    """A person of a tracked frame: person_json plus `track_id` and `color`, the track's colour in the
+    annotated video (draw.track_color) as "#rrggbb", so that a page draws each track as the video does."""
+    return {**person_json(tracked.person, card, threshold), "track_id": tracked.track_id,
+            "color": "#{:02x}{:02x}{:02x}".format(*draw.track_color(tracked.track_id))}
+
+
+def skeleton_json(card: Card) -> list[dict]:
+    """The limbs: each joint pair by name and by index."""
+    return [{"from": card.joints[a], "to": card.joints[b], "pair": [a, b]} for a, b in card.skeleton]
+
+
 def models_json(pose_model, detector) -> dict:
     """The reply's `model` and `detector`: what served it (name, version, quantization, file sha256)."""
     def describe(m) -> dict:
@@ -61,7 +74,7 @@ def to_json(found: People, card: Card, threshold: float, image_size: tuple[int, 
         "joints": first["joints"],
         "keypoints": first["keypoints"],
         "region": first["region"],
-        "skeleton": [{"from": card.joints[a], "to": card.joints[b], "pair": [a, b]} for a, b in card.skeleton],
+        "skeleton": skeleton_json(card),
         "image": {"width": int(image_size[0]), "height": int(image_size[1])},
         **models,
         "threshold": threshold,

@@ -1,4 +1,5 @@
-"""The one use case: the bytes of a photo -> the reply (people as JSON), the drawing when asked, and timings.
+"""The one use case: the bytes of a photo -> the reply (people as JSON), the drawing when asked, and timings;
+and its video form, `track`: a few frames of a clip and the tracker's state -> their people with track ids.
 
 POST /pose (app.py) and the batch jobs (records.py, for handler/batch.py and local/batch.py) answer every
 photo here, so a photo gets the same reply from each; they differ only in the byte and pixel limits they
@@ -19,9 +20,13 @@ from .errors import ModelError
 from .model import PoseModel
 from .options import Options
 from .pipeline import estimate_people, uses_detector
-from .reply import annotated_image, models_json, to_json
+from .reply import annotated_image, models_json, skeleton_json, to_json, tracked_person_json
 from .settings import Settings, from_env
 from .source import pose_model_file
+from .track import TrackOptions, model_tracker
+
+MAX_TRACK_FRAMES = 10  # frames a POST /track request carries at most: a crowd's 10 frames take ~10 s of the 29
+MAX_FRAME_PIXELS = 1920 * 1080  # a frame of POST /track at most (the page sends at most 960 px wide)
 
 
 @dataclass
@@ -63,6 +68,35 @@ def answer(data: bytes, options: Options, models: Models, max_bytes: int = image
     timings = {"decode": (decoded - started) * 1e3, **found.timings_ms,
                "render": (time.perf_counter() - rendered) * 1e3}
     return Answer(reply, drawing, timings)
+
+
+def track(frames: list[bytes], state: object | None, options: Options, models: Models,
+          track_options: TrackOptions = TrackOptions()) -> dict:
+    """A clip's next frames (the bytes of each, in order; at most MAX_TRACK_FRAMES) and the state the previous
+    reply returned (None: the clip's first frames) -> POST /track's reply: per frame its index in the clip,
+    size, whether the detector ran and its people (as POST /pose's, with `track_id` and `color`), then the
+    new state. Tracking a clip in pieces this way gives exactly the ids and joints of one Tracker over it.
+
+    Raises StateError (400) for a state that is not one this returned, before any frame is decoded; the
+    PoseError of a frame that cannot be read (TooLarge, UnsupportedImage) before any is tracked."""
+    started = time.perf_counter()
+    card = models.pose.card
+    threshold = card.threshold if options.threshold is None else options.threshold
+    tracker = model_tracker(models.pose, models.detector, track_options, options.max_people)
+    if state is not None:
+        tracker.load_state(state, len(card.joints))
+    rgbs = [image.read_photo(data, max_pixels=MAX_FRAME_PIXELS) for data in frames]
+    decoded = time.perf_counter()
+    out = []
+    for rgb in rgbs:
+        index = tracker.index
+        tracked = tracker.step(rgb, 0.0)  # the time only feeds smoothing, which is off
+        out.append({"index": index, "detected": tracked.detected,
+                    "image": {"width": rgb.shape[1], "height": rgb.shape[0]},
+                    "people": [tracked_person_json(tp, card, threshold) for tp in tracked.people]})
+    timings = {"decode": (decoded - started) * 1e3, "track": (time.perf_counter() - decoded) * 1e3}
+    return {"frames": out, "state": tracker.to_state(), "skeleton": skeleton_json(card), **models.described,
+            "threshold": threshold, "timings_ms": {k: round(v, 2) for k, v in timings.items()}}
 
 
 def load_models(env: Mapping[str, str] | None = None) -> Models:

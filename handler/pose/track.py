@@ -24,6 +24,9 @@ As Simple Baselines' tracker (Xiao et al. 2018, "for Human Pose Estimation and T
   propagation keep the raw joints.
 
 State is the live tracks only (their last person and filter), so memory follows one frame, never the clip.
+`Tracker.to_state` / `Tracker.load_state` carry it as plain JSON between the requests of POST /track, which
+tracks a clip a few frames at a time: a clip tracked in pieces, the state carried, gets exactly the ids and
+joints of one Tracker over all its frames. A state that comes back is checked strictly (StateError).
 The matching (`Tracks`) is plain numpy on Person records; `Tracker` adds the models through two callables,
 so both are tested without a model (tests/test_track.py).
 """
@@ -37,11 +40,16 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .detect import iou_matrix
+from .errors import BadRequest
 from .model import PoseModel
 from .pipeline import MAX_PEOPLE, Detector, People, Person, estimate_people, oks, oks_nms, people_in_boxes
 from .region import MIN_JOINTS, MIN_SCORE, in_photo
 
 Box = tuple[float, float, float, float]
+STATE_VERSION = 1  # of to_state's JSON; load_state refuses any other
+MAX_STATE_TRACKS = 256  # live tracks a state may carry (20 people a frame, each kept 10 frames unseen, fits)
+MAX_STATE_NUMBER = 1e6  # every coordinate, velocity and score of a state lies within +/- this
+MAX_STATE_COUNT = 10**9  # frame counter and ids
 VELOCITY_BLEND = 0.5  # a track's velocity: this much of the last move, the rest of the velocity before
 FOLLOW_MARGIN = 1.2  # a followed box is the joints' extent this much larger (head top and feet lie past the joints)
 
@@ -247,11 +255,90 @@ class Tracker:
                                                           for tp in tracked)
         return TrackedFrame(tracked, False, found.timings_ms)
 
+    def to_state(self) -> dict:
+        """What the next frame depends on, as plain JSON (load_state takes it back): the frame counter and
+        whether tracking is unsure (the detect-every-k schedule), the next id, and each live track's id,
+        frames unseen, velocity and last person (score, box, joints, joint scores; not the region the model
+        looked at, which matching never reads). Floats are written in full, so the round trip is exact.
+        A smoothing tracker's filters are not carried: ValueError."""
+        if self.options.smooth:
+            raise ValueError("a smoothing tracker's state is not carried (its One Euro filters)")
+        return {"version": STATE_VERSION, "frame": self.index, "unsure": self.unsure,
+                "next_id": self.tracks.next_id,
+                "tracks": [{"id": t.track_id, "missing": t.missing, "velocity": t.velocity.tolist(),
+                            "score": float(t.person.score), "box": [float(v) for v in t.person.box],
+                            "points": t.person.points.tolist(), "scores": t.person.scores.tolist()}
+                           for t in self.tracks.live]}
+
+    def load_state(self, state: object, joints: int) -> None:
+        """Take up where to_state left off, on a model of `joints` joints. StateError (a BadRequest) when
+        `state` is not what to_state writes: wrong types or lengths, a number not finite or over
+        MAX_STATE_NUMBER, ids not below next_id or repeated, over MAX_STATE_TRACKS tracks. Nothing changes
+        unless the whole state is valid."""
+        doc = _fields(state, "the state", {"version", "frame", "unsure", "next_id", "tracks"})
+        if doc["version"] != STATE_VERSION or isinstance(doc["version"], bool):
+            raise StateError(f"the state's version must be {STATE_VERSION}")
+        frame = _count(doc["frame"], "the state's frame", 0)
+        next_id = _count(doc["next_id"], "the state's next_id", 1)
+        if not isinstance(doc["unsure"], bool):
+            raise StateError("the state's unsure must be true or false")
+        if not isinstance(doc["tracks"], list) or len(doc["tracks"]) > MAX_STATE_TRACKS:
+            raise StateError(f"the state's tracks must be a list of at most {MAX_STATE_TRACKS}")
+        live = [self._track_of(item, k, joints, next_id) for k, item in enumerate(doc["tracks"])]
+        if len({t.track_id for t in live}) < len(live):
+            raise StateError("the state's track ids must differ")
+        self.index, self.unsure = frame, doc["unsure"]
+        self.tracks.next_id, self.tracks.live = next_id, live
+
+    def _track_of(self, item: object, k: int, joints: int, next_id: int) -> Track:
+        what = f"the state's track {k}"
+        doc = _fields(item, what, {"id", "missing", "velocity", "score", "box", "points", "scores"})
+        track_id = _count(doc["id"], f"{what}'s id", 1)
+        if track_id >= next_id:
+            raise StateError(f"{what}'s id must be below next_id")
+        missing = _count(doc["missing"], f"{what}'s missing", 0)
+        if missing > self.options.keep_missing:
+            raise StateError(f"{what}'s missing must be at most {self.options.keep_missing}")
+        box = _numbers(doc["box"], (4,), f"{what}'s box")
+        if box[0] > box[2] or box[1] > box[3]:
+            raise StateError(f"{what}'s box must have left <= right and top <= bottom")
+        person = Person(_numbers(doc["points"], (joints, 2), f"{what}'s points"),
+                        _numbers(doc["scores"], (joints,), f"{what}'s scores"),
+                        float(_numbers(doc["score"], (), f"{what}'s score")), tuple(box.tolist()), None)
+        return Track(track_id, person, missing, _numbers(doc["velocity"], (2,), f"{what}'s velocity"))
 
     def _trackable(self, people: Sequence[Person]) -> list[Person]:
         """The people worth a track: scored at least min_score, and not a duplicate of a better-scored one
         (two crops of one person, which the photo pipeline's stricter OKS_NMS keeps)."""
         return oks_nms([p for p in people if p.score >= self.options.min_score], self.options.duplicate_oks)
+
+class StateError(BadRequest):
+    """A tracker state that is not what Tracker.to_state writes (POST /track answers it 400)."""
+
+
+def _fields(value: object, what: str, names: set[str]) -> dict:
+    if not isinstance(value, dict) or set(value) != names:
+        raise StateError(f"{what} must be an object with exactly the fields {', '.join(sorted(names))}")
+    return value
+
+
+def _count(value: object, what: str, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= MAX_STATE_COUNT:
+        raise StateError(f"{what} must be an integer in [{least}, {MAX_STATE_COUNT}]")
+    return value
+
+
+def _numbers(value: object, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """Nested lists (or a number, shape ()) of finite numbers within MAX_STATE_NUMBER -> a float64 array."""
+    def ok(v: object, depth: int) -> bool:
+        if depth == len(shape):
+            return not isinstance(v, bool) and isinstance(v, (int, float)) and abs(v) <= MAX_STATE_NUMBER
+        return isinstance(v, list) and len(v) == shape[depth] and all(ok(x, depth + 1) for x in v)
+    if not ok(value, 0):  # (abs(NaN) <= bound is false: NaN is refused too)
+        dims = " x ".join(map(str, shape)) or "one"
+        raise StateError(f"{what} must be {dims} finite number{'s' if shape else ''} within +/-{MAX_STATE_NUMBER:g}")
+    return np.array(value, dtype=np.float64)
+
 
 def model_tracker(pose: PoseModel, detector: Detector | None, options: TrackOptions = TrackOptions(),
                   max_people: int = MAX_PEOPLE) -> Tracker:
