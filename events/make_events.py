@@ -28,6 +28,7 @@ def events() -> dict[str, dict]:
         "pose-data-url": json_event("/pose", {"image": "data:image/jpeg;base64," + b64, "return_image": False}),
         "pose-raw-jpeg": proxy_event("POST", "/pose", photo, {"Content-Type": "image/jpeg"}, {"threshold": "0.5"}),
         "pose-people": json_event("/pose", {"image": people, "max_people": 5, "return_image": True}),
+        "track": json_event("/track", {"frames": [b64, b64], "state": None, "max_people": 5}),
         "health": proxy_event("GET", "/health"),
         "bad-json": proxy_event("POST", "/pose", '{"image": ', {"Content-Type": "application/json"}),
         "bad-base64": json_event("/pose", {"image": "not base64!"}),

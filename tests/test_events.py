@@ -10,7 +10,7 @@ from conftest import ROOT
 from events import make_events
 
 EVENTS = ROOT / "events"
-STATUS = {"pose-json": 200, "pose-data-url": 200, "pose-raw-jpeg": 200, "pose-people": 200, "health": 200,
+STATUS = {"pose-json": 200, "pose-data-url": 200, "pose-raw-jpeg": 200, "pose-people": 200, "track": 200, "health": 200,
           "bad-json": 400, "bad-base64": 400, "bad-threshold": 422, "not-an-image": 415}
 
 

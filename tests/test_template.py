@@ -285,6 +285,8 @@ def test_model_sha256_pattern(template, sha, ok):
 
 # --- the API ------------------------------------------------------------------------------
 
+API_ROUTES = (("/pose", "post"), ("/track", "post"), ("/health", "get"))  # each: key rule, alias live, throttle
+
 
 def test_binary_media_types_are_the_image_types_only(api, translated):
     types = api["BinaryMediaTypes"]
@@ -296,11 +298,12 @@ def test_binary_media_types_are_the_image_types_only(api, translated):
 
 def test_routes(function, translated):
     events = {(e["Properties"]["Path"], e["Properties"]["Method"].lower()) for e in function["Properties"]["Events"].values()}
-    assert events == {("/pose", "post"), ("/health", "get")}
+    assert events == set(API_ROUTES)
     assert all(e["Properties"]["RestApiId"] == {"Ref": "PoseApi"} for e in function["Properties"]["Events"].values())
     (rest_api,) = of_type(translated, "AWS::ApiGateway::RestApi").values()
     paths = rest_api["Properties"]["Body"]["paths"]
     assert set(paths["/pose"]) == {"post", "options"}  # options: the CORS preflight
+    assert set(paths["/track"]) == {"post", "options"}
     assert set(paths["/health"]) == {"get", "options"}
     assert paths["/pose"]["post"]["x-amazon-apigateway-integration"]["type"] == "aws_proxy"
 
@@ -365,7 +368,7 @@ def test_api_key_guards_the_routes_but_never_the_preflight(template, translated,
     body = evaluate(rest_api["Properties"]["Body"], template, {"RequireApiKey": str(require_key).lower()})
     assert body["components"]["securitySchemes"]["api_key"] == {"type": "apiKey", "name": "x-api-key", "in": "header"}
     expected = [{"api_key": []}] if require_key else []
-    for path, method in (("/pose", "post"), ("/health", "get")):
+    for path, method in API_ROUTES:
         operation = body["paths"][path][method]
         assert operation["security"] == expected, (path, method)
         # The routes still reach the function (SAM merged the events' integrations in).
@@ -514,7 +517,7 @@ def test_the_api_invokes_alias_live(translated):
     (version_id,) = of_type(translated, "AWS::Lambda::Version")
     assert alias["Properties"]["FunctionVersion"] == {"Fn::GetAtt": [version_id, "Version"]}
     paths = translated["Resources"]["PoseApi"]["Properties"]["Body"]["paths"]
-    for path, method in (("/pose", "post"), ("/health", "get")):
+    for path, method in API_ROUTES:
         uri = paths[path][method]["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"]
         assert "${PoseFunctionAliaslive}" in uri, uri
     for permission in of_type(translated, "AWS::Lambda::Permission").values():
