@@ -182,3 +182,19 @@ export function explainHttpError(status, body) {
       return new ProblemError("http", "The API answered with an error.", `HTTP ${status}.${said}`);
   }
 }
+
+/** POST /track: the clip's next frames (JPEG data URLs) and the state of the previous reply (null at the
+ * clip's start) -> per frame its people with `track_id` and `color`, and the state to send next. */
+export async function trackFrames(api, frames, state, threshold) {
+  const url = endpoint(api.apiBaseUrl, "track");
+  const body = await call(url, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", ...keyHeader(api) },
+    body: JSON.stringify({ frames, state, threshold }),
+  });
+  if (!body || !Array.isArray(body.frames) || body.frames.length !== frames.length || !Array.isArray(body.skeleton)
+      || !body.frames.every((frame) => Array.isArray(frame?.people)) || typeof body.state !== "object") {
+    throw new ProblemError("server", "The API answered, but not with tracks.", "Try again; if it keeps happening, the API may be an older one without POST /track.");
+  }
+  return body;
+}

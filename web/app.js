@@ -1,11 +1,13 @@
 // The page: choose/drop/paste/capture a photo -> shrink it -> POST /pose -> draw every person's
 // skeleton and box, list the people, show the joints of the one picked (on the photo or in the
-// list), and redraw when the threshold slider moves (no new request).
+// list), and redraw when the threshold slider moves (no new request). A short clip goes to POST /track
+// instead and plays back with every person's track drawn over it (web/tracks.js).
 
 import { ProblemError, estimatePose, health, loadConfig } from "./api.js";
 import { cameraAvailable, setUpCamera } from "./camera.js";
 import { drawPeople, peopleOf, personAt, scaleOf, sidesFor, visibility } from "./draw.js";
 import { loadPhoto } from "./photo.js";
+import { setUpClip } from "./tracks.js";
 
 const $ = (id) => document.getElementById(id);
 const el = {
@@ -265,6 +267,21 @@ function revealResult() {
   }
 }
 
+// ---- a clip: chosen, tracked by the API, played back with its tracks (web/tracks.js) ------------
+
+const clipView = setUpClip({
+  el: {
+    pick: $("clip-pick"), file: $("clip-file"), hint: $("clip-hint"), result: $("clip-result"), name: $("clip-name"),
+    status: $("clip-status"), progress: $("clip-progress"), video: $("clip-video"), canvas: $("clip-canvas"),
+    tracks: $("tracks"),
+  },
+  api: () => state.api,
+  card: () => state.card,
+  threshold,
+  onStart: clearProblem,
+  onProblem: showProblem,
+});
+
 // ---- a photo arrives ------------------------------------------------------------------------
 
 async function handleFile(file) {
@@ -354,6 +371,7 @@ el.threshold.addEventListener("input", () => {
   state.thresholdTouched = true;
   showThreshold();
   render();
+  clipView.redraw();
 });
 
 let dragDepth = 0;

@@ -57,7 +57,9 @@ export function scaleOf(canvas, pose) {
 /**
  * What drawPeople draws over the photo, in painting order, as plain data in canvas pixels: a
  * `box` per person who has one, then each person's visible `limb`s and `joint`s (`visible[p][j]`),
- * then a `label` with the person's number (1 = the main person) in the corner of each box. When
+ * then a `label` with the person's number (1 = the main person) in the corner of each box; a tracked
+ * person (POST /track's, with `track_id` and `color`) has their box and label in the track's colour and
+ * the label says the track id, as the annotated video does. When
  * there are several people the `picked` one's box is thicker and drawn last, and its number is bold
  * on blue. `size` is the canvas's (the photo's) width and height. Coordinates are in the photo's
  * pixels as the API gives them: pixel centres at integers.
@@ -73,13 +75,13 @@ export function drawingOf(size, pose, people, sides, visible, picked) {
   const pad = Math.max(2, thin);
   const highlighted = people.length > 1 ? picked : -1;
   // The boxed people, the highlighted one last so that it lies over the others.
-  const boxed = people.map((person, p) => ({ p, box: person.box })).filter(({ box }) => box)
+  const boxed = people.map((person, p) => ({ p, box: person.box, ink: person.color ?? BOX })).filter(({ box }) => box)
     .sort((a, b) => (a.p === highlighted) - (b.p === highlighted));
 
   const corner = (box) => ({ x: (box.left + 0.5) * kx, y: (box.top + 0.5) * ky });
-  const boxes = boxed.map(({ p, box }) => ({
+  const boxes = boxed.map(({ p, box, ink }) => ({
     kind: "box", person: p, ...corner(box), width: box.width * kx, height: box.height * ky,
-    color: BOX, lineWidth: p === highlighted ? lineWidth * 2 : thin,
+    color: ink, lineWidth: p === highlighted ? lineWidth * 2 : thin,
   }));
   const skeletons = people.flatMap((person, p) => {
     const shown = visible[p];
@@ -93,10 +95,10 @@ export function drawingOf(size, pose, people, sides, visible, picked) {
     }] : []));
     return [...limbs, ...dots];
   });
-  const labels = boxed.map(({ p, box }) => ({
-    kind: "label", person: p, text: String(p + 1), ...corner(box), pad, fontSize,
+  const labels = boxed.map(({ p, box, ink }) => ({
+    kind: "label", person: p, text: String(people[p].track_id ?? p + 1), ...corner(box), pad, fontSize,
     font: `${p === highlighted ? "bold " : ""}${fontSize}px system-ui, sans-serif`,
-    background: p === highlighted ? PICKED_LABEL : LABEL, color: BOX,
+    background: p === highlighted ? PICKED_LABEL : LABEL, color: ink,
   }));
   return [...boxes, ...skeletons, ...labels];
 }
@@ -136,6 +138,11 @@ const PAINT = {
   },
 };
 
+/** Paint drawingOf's marks on a 2D context (over whatever it shows). */
+export function paintMarks(ctx, marks) {
+  for (const mark of marks) PAINT[mark.kind](ctx, mark);
+}
+
 /**
  * Draw `photo` (a canvas of the uploaded image) on `canvas`, then, when there is a reply, every
  * person as drawingOf lays them out. Returns the marks drawn over the photo (none without a reply):
@@ -149,6 +156,6 @@ export function drawPeople(canvas, photo, pose, people, sides, visible, picked) 
   ctx.drawImage(photo, 0, 0);
   if (!pose) return [];
   const drawing = drawingOf(photo, pose, people, sides, visible, picked);
-  for (const mark of drawing) PAINT[mark.kind](ctx, mark);
+  paintMarks(ctx, drawing);
   return drawing;
 }
