@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WEB = ROOT / "web"
 API_URL = "https://abc123defg.execute-api.us-east-1.amazonaws.com/Prod/"
 API_ORIGIN = "https://abc123defg.execute-api.us-east-1.amazonaws.com"
-PAGE_FILES = {"index.html", "style.css", "app.js", "api.js", "draw.js", "photo.js", "camera.js", "icon.svg", "config.json"}
+PAGE_FILES = {"index.html", "style.css", "app.js", "api.js", "draw.js", "photo.js", "camera.js", "clip.js", "tracks.js", "icon.svg", "config.json"}
 
 
 def load_deploy():
