@@ -35,7 +35,7 @@ FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:video"
 BASKETBALL = SHARED / "video" / "mmaction2_test_video_structuralize.mp4"
 CLIPS, RESULTS = "clips", "results"
 JOB = {"input": {"bucket": CLIPS, "prefix": "in/"}, "output": {"bucket": RESULTS, "prefix": "run/"},
-       "segment_seconds": 1.5, "overlap_seconds": 0.5}
+       "segment_seconds": 1.0, "overlap_seconds": 0.3}
 PAYLOAD_LIMIT = 256 * 1024  # Step Functions' limit on a state's input and output
 
 
@@ -191,8 +191,8 @@ def handler(endpoint):
         yield importlib.import_module("video")
 
 
-def basketball_start(path: Path, frames: int = 90) -> Path | None:
-    """The first 3 s (90 frames) of ../shared's basketball clip, re-encoded, or None when ../shared is absent."""
+def basketball_start(path: Path, frames: int = 60) -> Path | None:
+    """The first 2 s (60 frames) of ../shared's basketball clip, re-encoded, or None when ../shared is absent."""
     if not BASKETBALL.is_file():
         return None
     with av.open(str(BASKETBALL)) as container:
@@ -203,11 +203,11 @@ def basketball_start(path: Path, frames: int = 90) -> Path | None:
 
 @pytest.fixture(scope="module")
 def run(handler, endpoint, tmp_path_factory):
-    """One execution over in/: a clip made from tests/data/pose.jpg (40 frames at 10 fps: 4 segments), a file
+    """One execution over in/: a clip made from tests/data/pose.jpg (24 frames at 10 fps: 3 segments), a file
     named .mp4 that is not a video, a text file, and the basketball clip's start when ../shared is there."""
     folder = tmp_path_factory.mktemp("clips")
     clips = {"walk.mp4": folder / "walk.mp4"}
-    write_clip(clips["walk.mp4"], photo_frames(40))
+    write_clip(clips["walk.mp4"], photo_frames(24))
     if (start := basketball_start(folder / "basketball.mp4")) is not None:
         clips["sub/basketball.mp4"] = start
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
@@ -231,7 +231,7 @@ def run(handler, endpoint, tmp_path_factory):
 
 
 def local_run(handler, clip: Path, out: Path) -> Path:
-    """`python -m local.video CLIP OUT --segment-seconds 1.5 --overlap-seconds 0.5` in process, same models."""
+    """`python -m local.video CLIP OUT --segment-seconds 1 --overlap-seconds 0.3` in process, same models."""
     from local.video import Segmenting, track_clip
     from pose.track import TrackOptions
 
@@ -261,17 +261,19 @@ def assert_like_local(run, handler, tmp_path, key: str) -> dict:
 
 def test_a_clip_in_segments_gives_what_the_local_segmented_run_gives(run, handler, tmp_path):
     tracks = assert_like_local(run, handler, tmp_path, "walk.mp4")
-    assert tracks["frame_count"] == 40 and len(tracks["segments"]) == 4
+    assert tracks["frame_count"] == 24 and len(tracks["segments"]) == 3
     assert {p["track_id"] for f in tracks["frames"] for p in f["people"]} == {1}  # one person, one id throughout
     steps = [name for name, event, _ in run["machine"].tasks if event.get("key", event.get("clip", {}).get("key")) == "in/walk.mp4"]
-    assert steps == ["Plan"] + ["Track"] * 4 + ["Join"] + ["DrawPart"] * 4 + ["Concat"]
+    assert steps == ["Plan"] + ["Track"] * 3 + ["Join"] + ["DrawPart"] * 3 + ["Concat"]
 
 
 def test_the_basketball_clip_in_segments_gives_what_the_local_run_gives(run, handler, tmp_path):
     if "sub/basketball.mp4" not in run["clips"]:
         pytest.skip(f"{BASKETBALL} is absent: clone the project with ../shared beside it to run this test")
     tracks = assert_like_local(run, handler, tmp_path, "sub/basketball.mp4")
-    assert tracks["frame_count"] == 90 and len(tracks["segments"]) == 3
+    assert tracks["frame_count"] == 60 and len(tracks["segments"]) == 3
+    long = {t["track_id"] for t in tracks["tracks"] if t["frames"] >= 30}
+    assert len(long) == 2  # the two players, each one id across the segments' boundaries
 
 
 def test_a_file_that_is_not_a_video_is_an_error_record_and_the_others_complete(run):
