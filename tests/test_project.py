@@ -74,3 +74,22 @@ def test_no_function_of_the_build_tools_is_over_60_lines():
             for node in ast.walk(ast.parse(path.read_text()))
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60]
     assert long == []
+
+
+def test_handler_imports_only_what_the_lambda_layers_hold():
+    """handler/ runs on Lambda: onnxruntime, numpy, pillow, powertools, boto3 and the standard library (and its
+    own modules); PyAV only in the video function's modules, whose layer has it (layers/video), never in pose/."""
+    handler = ROOT / "handler"
+    own = {p.stem for p in handler.glob("*.py")} | {"pose"}
+    allowed = set(sys.stdlib_module_names) | own | {"onnxruntime", "numpy", "PIL", "aws_lambda_powertools",
+                                                     "boto3", "botocore", "snapshot_restore_py"}  # the last: the runtime's SnapStart hooks
+    video = {handler / "video.py", handler / "video_io.py"}
+    wrong = []
+    for path in sorted(handler.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            for top in {n.split(".")[0] for n in names}:
+                if top not in allowed and not (top == "av" and path in video):
+                    wrong.append(f"{path.relative_to(ROOT)}: {top}")
+    assert wrong == []

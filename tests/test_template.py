@@ -146,7 +146,8 @@ def test_runtime_architecture_and_tracing(template, function):
 def test_every_part_builds_with_make_not_python312(resources):
     """BuildMethod makefile everywhere: sam build needs no Docker and no local Python 3.12."""
     buildable = {k: v for k, v in resources.items() if v["Type"] in ("AWS::Serverless::Function", "AWS::Serverless::LayerVersion")}
-    assert set(buildable) == {"PoseFunction", "BatchFunction", "GatherFunction", "DepsLayer", "ModelLayer"}
+    assert set(buildable) == {"PoseFunction", "BatchFunction", "GatherFunction", "VideoFunction", "DepsLayer",
+                              "ModelLayer", "VideoLayer"}
     for logical_id, resource in buildable.items():
         assert resource.get("Metadata", {}).get("BuildMethod") == "makefile", logical_id
         folder = resource["Properties"].get("CodeUri") or resource["Properties"]["ContentUri"]
@@ -424,7 +425,7 @@ def test_translated_function(translated):
     assert props["TracingConfig"] == {"Mode": "Active"}
     assert props["Timeout"] < API_GATEWAY_TIMEOUT_S
     assert ENV_VARS <= set(props["Environment"]["Variables"])
-    assert len(of_type(translated, "AWS::Lambda::LayerVersion")) == 2
+    assert len(of_type(translated, "AWS::Lambda::LayerVersion")) == 3  # deps, models, video
 
 
 def test_outputs(template):

@@ -1,0 +1,215 @@
+"""The video function: the steps of the video state machine (statemachine/video.asl.json), one clip at a time.
+
+Every event is `{"step": <name>, "job": <the execution's input>, ...}`, the job as the photo batch takes it
+(`{"input": {"bucket", "prefix"}, "output": {"bucket", "prefix"}}`, optionally `threshold`, `max_people`,
+`segment_seconds`, `overlap_seconds`). Events and replies stay small (Step Functions passes at most 256 KB):
+per-frame data goes through S3, under the clip's output prefix `<output prefix><key under the input prefix
+without its suffix>/`, where the clip ends with tracks.json and annotated.mp4 exactly as
+`python -m local.video CLIP OUT --segment-seconds S --overlap-seconds O` writes them.
+
+- plan    `{"key", "size"}` -> `{"done": false, "clip": {...}, "segments": [{"index", "start", "end", "stop"}]}`;
+          a clip that is not a video or is over the limits -> its error record at `<clip prefix>error.json`
+          and `{"done": true, "error": {...}}`; a key under the output prefix -> `{"done": true, "skipped"}`
+- track   `{"clip", "segment"}` -> the segment's tracked frames as JSON lines, segments/<index>.jsonl ->
+          `{"index", "key", "frames", "truncated"}`
+- join    `{"clip", "segments": [track's replies]}` -> tracks.json in the clip's ids, and ids.json (each
+          segment's ids -> the clip's) -> `{"tracks", "ids", "frames", "track_count"}`
+- draw    `{"clip", "segment"}` -> the frames the segment reports, drawn in the clip's ids, parts/<index>.mp4
+          -> `{"index", "key", "frames"}`
+- concat  `{"clip", "parts": [draw's replies]}` -> annotated.mp4 (the parts' packets copied, not re-encoded);
+          the parts, segment records and ids.json deleted -> `{"annotated", "packets"}`
+
+The clip is downloaded to /tmp (the function's ephemeral storage) by each step that decodes it. The models
+are loaded once, at import.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterator
+
+import boto3
+from aws_lambda_powertools import Logger
+
+from pose import records, service
+from pose.errors import PoseError, TooLarge
+from pose.segments import Joiner, cuts, plan_segments
+from pose.track import TrackOptions, model_tracker
+from video_io import (MAX_FRAMES, Clip, Mp4Writer, TracksJson, annotated, concat_mp4, frame_json, frames, joined, open_clip,
+                      overlap_links, track_segment, tracks_head)
+
+logger = Logger()
+SEGMENT_SECONDS = 30.0  # a segment's frames: at 1080p about 2-4 frames per second on one vCPU, well in 15 min
+OVERLAP_SECONDS = 1.0  # the frames two segments both track, to match their tracks
+MAX_BYTES = 5_000_000_000  # a clip's object: it is copied to /tmp (EphemeralStorage, template.yaml)
+OPTIONS = TrackOptions()  # detection every 5th frame, as `make video` by default
+
+MODELS = service.load_models_or_exit(logger.error)
+S3 = boto3.client("s3")
+
+
+def clip_prefix(job: dict, key: str) -> str:
+    """Where a clip's results go: as local/video.py lays out a folder's clips, by its path without suffix."""
+    name = key[len(job["input"].get("prefix", "")):]
+    return f"{job['output']['prefix']}{name.rsplit('.', 1)[0]}/"
+
+
+def segment_key(clip: dict, index: int) -> str:
+    return f"{clip['output']}segments/{index:04d}.jsonl"
+
+
+def part_key(clip: dict, index: int) -> str:
+    return f"{clip['output']}parts/{index:04d}.mp4"
+
+
+def put_file(job: dict, path: Path, key: str) -> None:
+    S3.upload_file(str(path), job["output"]["bucket"], key)
+
+
+def download(job: dict, clip: dict, folder: Path) -> Clip:
+    """The clip copied to `folder` under its own name, opened (its limits checked again)."""
+    path = folder / clip["name"]
+    S3.download_file(job["input"]["bucket"], clip["key"], str(path))
+    return open_clip(path)
+
+
+def described(clip: dict) -> Clip:
+    """The Clip that plan described, without its file (for tracks.json's head)."""
+    fields = {k: clip[k] for k in ("fps", "width", "height", "frames", "duration_s", "rotation")}
+    return Clip(Path(clip["name"]), **fields)
+
+
+def plan_of(clip: dict) -> list[tuple[int, int]]:
+    return [tuple(se) for se in clip["plan"]]
+
+
+def records_in(job: dict, clip: dict):
+    """Segment k -> its record lines, streamed from S3 (read afresh on each call)."""
+    def lines(k: int) -> Iterator[bytes]:
+        body = S3.get_object(Bucket=job["output"]["bucket"], Key=segment_key(clip, k))["Body"]
+        yield from body.iter_lines()
+    return lines
+
+
+def plan(event: dict) -> dict:
+    job, key = event["job"], event["key"]
+    source, output = job["input"], job["output"]
+    if source["bucket"] == output["bucket"] and key.startswith(output["prefix"]):
+        return {"done": True, "skipped": f"{key} is under the output prefix"}
+    prefix = clip_prefix(job, key)
+    name = key.rsplit("/", 1)[-1]
+    try:
+        if event.get("size") is not None and event["size"] > MAX_BYTES:
+            raise TooLarge(f"{name}: the object is {event['size']} bytes; the limit is {MAX_BYTES}")
+        with tempfile.TemporaryDirectory() as scratch:
+            path = Path(scratch) / name
+            S3.download_file(source["bucket"], key, str(path))
+            clip = open_clip(path)
+    except PoseError as exc:
+        record = records.failed_record(key[len(source.get("prefix", "")):], exc)
+        S3.put_object(Bucket=output["bucket"], Key=f"{prefix}error.json", Body=json.dumps(record).encode(),
+                      ContentType="application/json")
+        return {"done": True, "error": record["error"], "record": f"{prefix}error.json"}
+    total = min(clip.frames or MAX_FRAMES, MAX_FRAMES)
+    segments = plan_segments(total, clip.fps, float(job.get("segment_seconds", SEGMENT_SECONDS)),
+                             float(job.get("overlap_seconds", OVERLAP_SECONDS)))
+    fields = {k: v for k, v in asdict(clip).items() if k not in ("path", "truncated")}
+    return {"done": False,
+            "clip": {"key": key, "name": name, "output": prefix, "plan": [list(se) for se in segments], **fields},
+            "segments": [{"index": k, "start": start, "end": end,
+                          "stop": end if k + 1 < len(segments) else MAX_FRAMES}
+                         for k, (start, end) in enumerate(segments)]}
+
+
+def track(event: dict) -> dict:
+    job, clip, segment = event["job"], event["clip"], event["segment"]
+    options = records.job_options(job)
+    tracker = model_tracker(MODELS.pose, MODELS.detector, OPTIONS, *([options.max_people] if options.max_people else []))
+    key = segment_key(clip, segment["index"])
+    with tempfile.TemporaryDirectory() as scratch:
+        video = download(job, clip, Path(scratch))
+        out = Path(scratch) / "segment.jsonl"
+        with open(out, "w") as f:
+            count = track_segment(video, segment["start"], segment["stop"], tracker, f)
+        put_file(job, out, key)
+    return {"index": segment["index"], "key": key, "frames": count, "truncated": video.truncated}
+
+
+def join(event: dict) -> dict:
+    job, clip, segments = event["job"], event["clip"], event["segments"]
+    threshold = threshold_of(job)
+    plan_ = plan_of(clip)
+    lines = records_in(job, clip)
+    joiner = Joiner(overlap_links(plan_, lines, OPTIONS))
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "tracks.json"
+        with open(out, "w") as f:
+            tracks = TracksJson(f, tracks_head(described(clip), MODELS, threshold, OPTIONS, plan_))
+            for index, time_s, tracked in joined(plan_, lines, joiner):
+                tracks.write(frame_json(index, time_s, tracked, MODELS, threshold))
+            tracks.close(max(segments, key=lambda s: s["index"])["truncated"])
+        put_file(job, out, f"{clip['output']}tracks.json")
+    ids_key = f"{clip['output']}segments/ids.json"
+    S3.put_object(Bucket=job["output"]["bucket"], Key=ids_key, Body=json.dumps(joiner.ids).encode(),
+                  ContentType="application/json")
+    return {"tracks": f"{clip['output']}tracks.json", "ids": ids_key, "frames": tracks.count,
+            "track_count": len(tracks.tracks)}
+
+
+def threshold_of(job: dict) -> float:
+    threshold = records.job_options(job).threshold
+    return MODELS.pose.card.threshold if threshold is None else threshold
+
+
+def draw(event: dict) -> dict:
+    job, clip, k = event["job"], event["clip"], event["segment"]["index"]
+    threshold = threshold_of(job)
+    ids = json.loads(S3.get_object(Bucket=job["output"]["bucket"], Key=f"{clip['output']}segments/ids.json")
+                     ["Body"].read())
+    first = cuts(plan_of(clip))[k]
+    reported = joined(plan_of(clip), records_in(job, clip), lambda s, track_id: ids[s][str(track_id)], [k])
+    key, count = part_key(clip, k), 0
+    with tempfile.TemporaryDirectory() as scratch:
+        video = download(job, clip, Path(scratch))
+        part = Path(scratch) / "part.mp4"
+        with Mp4Writer(part, b_frames=False) as writer:
+            for (index, _, rgb), (i, time_s, tracked) in zip(frames(video, first=first), reported):
+                if index != i:
+                    raise RuntimeError(f"{clip['name']}: frame {index} decoded where segment {k} has frame {i}")
+                writer.write(annotated(rgb, tracked, MODELS.pose.card, threshold), time_s)
+                count += 1
+        put_file(job, part, key)
+    return {"index": k, "key": key, "frames": count}
+
+
+def concat(event: dict) -> dict:
+    job, clip = event["job"], event["clip"]
+    bucket = job["output"]["bucket"]
+    parts = sorted(event["parts"], key=lambda p: p["index"])
+    key = f"{clip['output']}annotated.mp4"
+    with tempfile.TemporaryDirectory() as scratch:
+        files = []
+        for p in parts:
+            files.append(Path(scratch) / f"{p['index']:04d}.mp4")
+            S3.download_file(bucket, p["key"], str(files[-1]))
+        out = Path(scratch) / "annotated.mp4"
+        packets = concat_mp4(files, out)
+        S3.upload_file(str(out), bucket, key, ExtraArgs={"ContentType": "video/mp4"})
+    scratch_keys = [p["key"] for p in parts] + [segment_key(clip, k) for k in range(len(clip["plan"]))]
+    scratch_keys.append(f"{clip['output']}segments/ids.json")
+    for i in range(0, len(scratch_keys), 1000):
+        S3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in scratch_keys[i:i + 1000]]})
+    return {"annotated": key, "packets": packets}
+
+
+STEPS = {"plan": plan, "track": track, "join": join, "draw": draw, "concat": concat}
+
+
+@logger.inject_lambda_context
+def lambda_handler(event: dict, context: Any) -> dict:
+    reply = STEPS[event["step"]](event)
+    logger.info(f"{event['step']} done", extra={"reply": reply})
+    return reply
