@@ -20,6 +20,7 @@ Usage::
         --detectors nanodet=int8/nanodet.int8.onnx   # name=file under --model-dir (default models/)
     python layers/build_layers.py --no-model       # deps + function; reserve MODEL_BUDGET
     python layers/build_layers.py --pyc-python python3.12   # precompile the deps layer
+    python layers/build_layers.py --video          # the video function instead: its code + the video layer
 
 The measuring functions are imported by tests/test_layers.py.
 """
@@ -39,6 +40,7 @@ LAYERS = ROOT / "layers"
 HANDLER = ROOT / "handler"
 DEPS_BUILD = LAYERS / "deps" / "build"
 MODEL_BUILD = LAYERS / "model" / "build"
+VIDEO_BUILD = LAYERS / "video" / "build"
 
 # Lambda: function code + all layers, unzipped (https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html).
 LAMBDA_UNZIPPED_LIMIT = 262_144_000
@@ -48,6 +50,7 @@ MODEL_BUDGET = 64 * 1024 * 1024
 # Logical ids in template.yaml; each Makefile has a build-<id> target.
 DEPS_TARGET = "build-DepsLayer"
 MODEL_TARGET = "build-ModelLayer"
+VIDEO_TARGET = "build-VideoLayer"
 FUNCTION_TARGET = "build-PoseFunction"
 
 
@@ -161,6 +164,12 @@ def build_model(artifacts_dir: Path = MODEL_BUILD, model_dir: Path | None = None
     return artifacts_dir / "model"
 
 
+def build_video(artifacts_dir: Path = VIDEO_BUILD) -> Path:
+    """The video function's one layer: python/ (the dependencies and PyAV) and model/ (the defaults)."""
+    make(LAYERS / "video", VIDEO_TARGET, artifacts_dir, PIP_PYTHON=sys.executable)
+    return artifacts_dir
+
+
 def build_function(artifacts_dir: Path) -> Path:
     make(HANDLER, FUNCTION_TARGET, artifacts_dir)
     return artifacts_dir
@@ -178,10 +187,13 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("PYC_PYTHON") or None,
         help="a CPython 3.12 to precompile the dependency layer with (faster cold starts; default: $PYC_PYTHON)",
     )
+    ap.add_argument("--video", action="store_true", help="the video function: its code and the video layer")
     ap.add_argument("--limit", type=int, default=LAMBDA_UNZIPPED_LIMIT, help="bytes (default: %(default)s)")
     args = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="pose-function-") as tmp:
+        if args.video:
+            return video_function(Path(tmp), args.skip_build, args.limit)
         try:
             if args.skip_build:
                 deps = DEPS_BUILD / "python"
@@ -210,6 +222,23 @@ def main(argv: list[str] | None = None) -> int:
         else:
             parts.append(Part("model layer", model, tree_size(model)))
         return 0 if report(parts, args.limit) else 1
+
+
+def video_function(tmp: Path, skip_build: bool, limit: int) -> int:
+    """--video: the video function's code and its one layer against the limit."""
+    try:
+        layer = VIDEO_BUILD if skip_build else build_video()
+        function = build_function(tmp)
+    except subprocess.CalledProcessError as e:
+        print(f"build failed: {e}", file=sys.stderr)
+        return 2
+    if not layer.is_dir():
+        print(f"{layer} is not built (run without --skip-build)", file=sys.stderr)
+        return 2
+    parts = [Part("function code", function, tree_size(function), where="handler/ (video.py, pose/)"),
+             Part("video layer python/", layer / "python", tree_size(layer / "python")),
+             Part("video layer model/", layer / "model", tree_size(layer / "model"))]
+    return 0 if report(parts, limit) else 1
 
 
 if __name__ == "__main__":

@@ -136,10 +136,17 @@ def layer_pairs(role: str) -> str:
     return " ".join(f"{m.name}={m.served}" for m in models(role, in_layer=True))
 
 
+def default_pair(role: str) -> str:
+    """The default's name=file pair (the video layer carries only the defaults: layers/video/Makefile)."""
+    model = get(default(role))
+    return f"{model.name}={model.served}"
+
+
 def main(argv: list[str]) -> int:
     """`python local/catalog.py layer pose|detector`: the name=file pairs layers/model/Makefile copies;
-    `python local/catalog.py default pose|detector`: the default's name (the Makefile's MODEL)."""
-    commands = {"layer": layer_pairs, "default": default}
+    `python local/catalog.py default pose|detector`: the default's name (the Makefile's MODEL);
+    `python local/catalog.py default-pair pose|detector`: the default's name=file pair (layers/video/Makefile)."""
+    commands = {"layer": layer_pairs, "default": default, "default-pair": default_pair}
     if len(argv) != 2 or argv[0] not in commands or argv[1] not in ROLES:
         print(f"usage: python local/catalog.py {'|'.join(commands)} {'|'.join(ROLES)}", file=sys.stderr)
         return 2

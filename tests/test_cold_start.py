@@ -19,6 +19,7 @@ import pytest
 
 from build import coldstart
 from conftest import ROOT, served_model
+from local import catalog
 from pose.source import sha256_of
 from test_template import TEMPLATE, evaluate, holds, parameter_values, refused_by, translate
 
@@ -103,6 +104,8 @@ DEPLOYMENTS = {  # each with the batch, so that its two functions start too
     "model from S3, no detector, no model layer": {"ModelS3Uri": S3_URI, "DetectPeople": "false"},
 }
 DEPS_LAYER = "DepsLayer"  # stood in for by this Python's site-packages (the same packages)
+# Layers whose python/ (cp312 wheels) this Python's site-packages also stands in for; their model/ is mounted.
+WITH_PACKAGES = {DEPS_LAYER, "VideoLayer"}
 DEPS_PACKAGES = ("numpy", "onnxruntime", "PIL", "aws_lambda_powertools")
 
 START = r"""
@@ -209,15 +212,17 @@ def test_every_function_starts_with_exactly_the_templates_environment(sam_templa
     translated = translate(sam_template, parameters)
     functions = [k for k, r in translated["Resources"].items() if r["Type"] == "AWS::Lambda::Function"
                  and ("Condition" not in r or holds({"Condition": r["Condition"]}, sam_template, values))]
-    assert sorted(functions) == ["BatchFunction", "GatherFunction", "PoseFunction"]
+    assert sorted(functions) == ["BatchFunction", "GatherFunction", "PoseFunction", "VideoFunction"]
     for logical_id in functions:
         r, props = start_function(sam_template, translated, parameters, logical_id, build, endpoint, tmp_path / logical_id)
         out = started(r)
-        if DEPS_LAYER not in props["layers"]:
+        if not WITH_PACKAGES & set(props["layers"]):
             assert out["imported"] == [], (logical_id, out["imported"])  # it would fail without the layer
         if logical_id == "GatherFunction":
             continue
-        assert (out["model"], out["detector"]) == (sha256_of(model), detector), logical_id
+        # the video layer carries only the default pose model (layers/video/Makefile)
+        expected = model if values["ModelS3Uri"] or logical_id != "VideoFunction" else served_model(catalog.default("pose"))
+        assert (out["model"], out["detector"]) == (sha256_of(expected), detector), logical_id
         if logical_id == "PoseFunction":
             reply = out["reply"]
             assert reply["statusCode"] == 200, reply

@@ -261,6 +261,24 @@ def test_function_and_layers_fit_lambda(deps_layer, function_code):
     assert next(iter(sizes)) in ("onnxruntime", "numpy")
 
 
+@pytest.fixture(scope="session")
+def video_layer(tmp_path_factory) -> Path:
+    """layers/video/Makefile's build-VideoLayer into a temporary ARTIFACTS_DIR."""
+    return bl.build_video(tmp_path_factory.mktemp("video-layer"))
+
+
+def test_the_video_function_and_its_one_layer_fit_lambda(video_layer, function_code):
+    """PyAV (about 100 MiB) beside the dependencies and the default models, under 250 MiB with the code."""
+    parts = [bl.Part("function code", function_code, bl.tree_size(function_code)),
+             bl.Part("video layer", video_layer, bl.tree_size(video_layer))]
+    assert bl.report(parts)
+    dists = distributions(video_layer / "python")
+    assert {"av", "onnxruntime", "numpy", "pillow"} <= set(dists)
+    assert not (video_layer / "python" / "onnxruntime" / "transformers").exists()  # offline tooling left out
+    assert sorted(p.name for p in (video_layer / "model").iterdir()) == sorted(
+        f"{catalog.default(role)}.onnx" for role in ("pose", "detector"))
+
+
 def test_size_check_fails_over_the_limit(tmp_path, capsys):
     big = tmp_path / "big.bin"
     big.write_bytes(b"\0" * 1000)

@@ -12,6 +12,7 @@ import pytest
 
 from test_batch_template import IN_OBJECTS, OUT_OBJECTS, actions, resource, s3_statements
 from test_batch_template import template, translated  # noqa: F401  (the fixtures)
+from local import catalog
 from test_template import ROOT
 
 pytestmark = pytest.mark.aws
@@ -76,11 +77,13 @@ def test_the_video_function_is_sized_for_a_segment_with_its_own_layer(template):
     assert video["EphemeralStorage"] == {"Size": {"Ref": "VideoEphemeralStorage"}}
     for name in ("VideoMemorySize", "VideoEphemeralStorage"):
         assert parameters[name]["MaxValue"] == 10240 and parameters[name]["Default"] <= 10240
-    assert video["Layers"][0] == {"Ref": "VideoLayer"} and {"Ref": "DepsLayer"} not in video["Layers"]
+    assert video["Layers"] == [{"Ref": "VideoLayer"}]  # PyAV, the dependencies and the default models
+    variables = video["Environment"]["Variables"]
+    assert variables["MODEL_PATH"] == f"/opt/model/{catalog.default('pose')}.onnx"
     batch = resources["BatchFunction"]["Properties"]
-    assert video["Layers"][1:] == batch["Layers"][1:]  # the models as the batch function gets them
-    for name in ("MODEL_PATH", "MODEL_S3_URI", "MODEL_SHA256", "DETECTOR_PATH"):
-        assert video["Environment"]["Variables"][name] == batch["Environment"]["Variables"][name], name
+    for name in ("MODEL_S3_URI", "MODEL_SHA256", "DETECTOR_PATH"):
+        assert variables[name] == batch["Environment"]["Variables"][name], name
+    assert f"/opt/model/{catalog.default('detector')}.onnx" in json.dumps(variables["DETECTOR_PATH"])
     assert resources["VideoLayer"]["Properties"]["ContentUri"] == "layers/video/"
     assert "-r requirements.txt" in (ROOT / "handler" / "requirements-video.txt").read_text()
     for name in ("VideoFunction", "VideoLayer", "VideoStateMachine", "VideoFunctionLogGroup"):
