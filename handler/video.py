@@ -78,17 +78,19 @@ def put_file(job: dict, path: Path, key: str) -> None:
 class S3Object(io.RawIOBase):
     """An S3 object as a read-only, seekable file (PyAV opens it as it would a file): read in ranged GETs of
     `block` bytes, aligned, the last few kept, so reading sequentially costs one GET per block and a demuxer's
-    jumps (an index at the end, a seek) fetch only the blocks they land in. `bytes_read`: what came from S3.
-    Retries are boto3's."""
+    jumps (an index at the end, a seek) fetch only the blocks they land in. `blocks` may be shared by the
+    S3Objects of one object (a clip opened twice reads its header once). `bytes_read`: what this one fetched
+    from S3. Retries are boto3's."""
 
-    KEPT = 4  # blocks kept: the demuxer's short jumps back and forth hit them
+    KEPT = 4  # blocks kept: the demuxer's short jumps back and forth, and the header, hit them
 
-    def __init__(self, bucket: str, key: str, size: int | None = None, block: int | None = None):
+    def __init__(self, bucket: str, key: str, size: int | None = None, block: int | None = None,
+                 blocks: dict[int, bytes] | None = None):
         super().__init__()
         self.bucket, self.key, self.block = bucket, key, block or READ_BYTES
         self.size = size if size is not None else S3.head_object(Bucket=bucket, Key=key)["ContentLength"]
         self.position, self.bytes_read = 0, 0
-        self.blocks: dict[int, bytes] = {}
+        self.blocks = {} if blocks is None else blocks
 
     def readable(self) -> bool:
         return True
@@ -122,7 +124,9 @@ class S3Object(io.RawIOBase):
         return len(data)
 
     def _block(self, number: int) -> bytes:
-        if number not in self.blocks:
+        if number in self.blocks:
+            self.blocks[number] = self.blocks.pop(number)  # the most recently used, kept longest
+        else:
             first = number * self.block
             last = min(first + self.block, self.size) - 1
             data = S3.get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes={first}-{last}")["Body"].read()
@@ -133,15 +137,22 @@ class S3Object(io.RawIOBase):
         return self.blocks[number]
 
 
-def opened(job: dict, clip: dict) -> tuple[Clip, list[S3Object]]:
-    """The clip read from S3 by range (its limits checked again), and the S3Objects it opens (for their bytes)."""
+def opened(bucket: str, key: str, name: str, size: int | None) -> tuple[Clip, list[S3Object]]:
+    """The clip read from S3 by range (its limits checked), and the S3Objects it opens (for their bytes), which
+    share their blocks."""
     files: list[S3Object] = []
+    blocks: dict[int, bytes] = {}
 
     def reader() -> S3Object:
-        files.append(S3Object(job["input"]["bucket"], clip["key"], clip.get("size")))
+        files.append(S3Object(bucket, key, size, blocks=blocks))
         return files[-1]
 
-    return open_clip(Path(clip["name"]), reader=reader), files
+    return open_clip(Path(name), reader=reader), files
+
+
+def opened_clip(job: dict, clip: dict) -> tuple[Clip, list[S3Object]]:
+    """The clip that plan described, read from S3 by range."""
+    return opened(job["input"]["bucket"], clip["key"], clip["name"], clip.get("size"))
 
 
 def read_bytes(files: list[S3Object]) -> int:
@@ -180,7 +191,7 @@ def plan(event: dict) -> dict:
         if event.get("size") is not None and event["size"] > MAX_BYTES:
             raise TooLarge(f"{name}: the object is {event['size']} bytes; the limit is {MAX_BYTES}")
         size = event.get("size")
-        clip = open_clip(Path(name), reader=lambda: S3Object(source["bucket"], key, size))
+        clip, _ = opened(source["bucket"], key, name, size)
         index = frame_index(clip)
     except PoseError as exc:
         record = records.failed_record(key[len(source.get("prefix", "")):], exc)
@@ -211,7 +222,7 @@ def track(event: dict) -> dict:
     options = records.job_options(job)
     tracker = model_tracker(MODELS.pose, MODELS.detector, OPTIONS, *([options.max_people] if options.max_people else []))
     key = segment_key(clip, segment["index"])
-    video, files = opened(job, clip)
+    video, files = opened_clip(job, clip)
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "segment.jsonl"
         with open(out, "w") as f:
@@ -255,7 +266,7 @@ def draw(event: dict) -> dict:
     first = cuts(plan_of(clip))[k]
     reported = joined(plan_of(clip), records_in(job, clip), lambda s, track_id: ids[s][str(track_id)], [k])
     key, count = part_key(clip, k), 0
-    video, _ = opened(job, clip)
+    video, _ = opened_clip(job, clip)
     with tempfile.TemporaryDirectory() as scratch:
         part = Path(scratch) / "part.mp4"
         with Mp4Writer(part, b_frames=False) as writer:

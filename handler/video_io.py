@@ -105,7 +105,7 @@ def open_clip(path: Path, max_seconds: float = MAX_SECONDS, max_frames: int = MA
 @dataclass(frozen=True)
 class Seek:
     """Where to start decoding for frames from `index` on: the keyframe there (its pts, in the stream's time
-    base) and the clip's first frame's pts (frame times count from it). Four integers: a plan hands one to
+    base) and the clip's first frame's pts (frame times count from it). Three integers: a plan hands one to
     each segment through the state machine (never the clip's whole index)."""
     pts: int
     index: int
