@@ -1,7 +1,9 @@
 """A clip's frames in and out, for the video runs on one machine (local/video.py) and on Lambda (video.py).
 
 - `open_clip` and `frames`: a clip read with PyAV under the limits, frame by frame (docs/video.md has the
-  measurement PyAV was chosen on); `Mp4Writer`: frames out as an H.264 MP4 browsers play; `concat_mp4`: MP4
+  measurement PyAV was chosen on), from a path or from file objects (an S3 object read by range); `frame_index`
+  and `Seek`: where a segment's decoding starts (its last keyframe), so a segment decodes its own stretch of
+  the clip, not everything before it; `Mp4Writer`: frames out as an H.264 MP4 browsers play; `concat_mp4`: MP4
   parts joined into one by copying their packets (no re-encoding);
 - `tracks_head`, `frame_json`, `TracksJson`: tracks.json, written frame by frame; `annotated`: one frame drawn;
 - a segment's tracked frames as JSON lines (`record_line`, `read_records`, `track_segment`), and the segments
@@ -14,10 +16,12 @@ functions never import either.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from bisect import bisect_right
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TextIO
+from itertools import chain
+from typing import BinaryIO, Callable, Iterable, Iterator, TextIO
 
 import av
 import numpy as np
@@ -49,16 +53,28 @@ class Clip:
     duration_s: float | None
     rotation: int  # degrees counterclockwise the frames are turned to be displayed (0, 90, 180, 270)
     truncated: str | None = None  # why decoding stopped early, once frames() has met the end
+    reader: Callable[[], BinaryIO] | None = field(default=None, repr=False)  # fresh file objects, else the path
+    decoded: int = 0  # frames decoded by frames() so far (its work: those before a segment's first included)
+
+
+DESCRIBED = ("fps", "width", "height", "frames", "duration_s", "rotation")  # a Clip as a plan passes it on
+
+
+def _opened(path: Path, reader: Callable[[], BinaryIO] | None):
+    """A clip's container, from a fresh file object of its reader or from its path."""
+    return av.open(reader() if reader else str(path))
 
 
 def open_clip(path: Path, max_seconds: float = MAX_SECONDS, max_frames: int = MAX_FRAMES,
-              max_pixels: int = MAX_PIXELS) -> Clip:
+              max_pixels: int = MAX_PIXELS, reader: Callable[[], BinaryIO] | None = None) -> Clip:
     """The clip's description, read from its container only (no frame decoded). UnsupportedImage when it is
-    not a regular file FFmpeg reads as a video; TooLarge when it is over a limit."""
-    if not path.is_file():
+    not a regular file FFmpeg reads as a video; TooLarge when it is over a limit. With `reader` (fresh
+    seekable file objects, e.g. an S3 object read by range), the clip is read from those and `path` only
+    names it."""
+    if reader is None and not path.is_file():
         raise UnsupportedImage(f"{path.name}: not a regular file")
     try:
-        with av.open(str(path)) as container:
+        with _opened(path, reader) as container:
             if not container.streams.video:
                 raise UnsupportedImage(f"{path.name}: no video stream in it")
             if container.format.name == "image2" or container.format.name.endswith("_pipe"):
@@ -83,33 +99,134 @@ def open_clip(path: Path, max_seconds: float = MAX_SECONDS, max_frames: int = MA
         raise TooLarge(f"{path.name}: {duration:.1f} s is over the {max_seconds:.0f} s limit")
     if frames is not None and frames > max_frames:
         raise TooLarge(f"{path.name}: {frames} frames are over the {max_frames} frame limit")
-    return Clip(path, fps or 30.0, width, height, frames, duration, rotation)
+    return Clip(path, fps or 30.0, width, height, frames, duration, rotation, reader=reader)
 
 
-def frames(clip: Clip, max_frames: int = MAX_FRAMES, first: int = 0) -> Iterator[tuple[int, float, np.ndarray]]:
+@dataclass(frozen=True)
+class Seek:
+    """Where to start decoding for frames from `index` on: the keyframe there (its pts, in the stream's time
+    base) and the clip's first frame's pts (frame times count from it). Three integers: a plan hands one to
+    each segment through the state machine (never the clip's whole index)."""
+    pts: int
+    index: int
+    start_pts: int
+
+
+@dataclass(frozen=True)
+class FrameIndex:
+    """A clip's video frames as its packets give them, none decoded: each frame's pts in presentation order (a
+    frame's index is its pts's rank) and the indices of the keyframes, ascending."""
+    pts: list[int]
+    keyframes: list[int]
+
+    def seek(self, first: int) -> Seek | None:
+        """Where to decode from to reach frame `first`: its last keyframe at or before it (None when `first`
+        is not in the index, or no keyframe precedes it)."""
+        k = bisect_right(self.keyframes, first) - 1
+        if not 0 <= first < len(self.pts) or k < 0:
+            return None
+        return Seek(self.pts[self.keyframes[k]], self.keyframes[k], self.pts[0])
+
+
+def frame_index(clip: Clip) -> FrameIndex | None:
+    """The clip's frames indexed by demuxing its video packets, none decoded (reads the container once, costs
+    about nothing beside decoding). None when it cannot serve seeking: a packet without a pts, two with the
+    same pts, or no keyframe. A clip cut short is indexed up to where it can be read."""
+    pts, keys = [], []
+    with _opened(clip.path, clip.reader) as container:
+        stream = container.streams.video[0]
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:  # the demuxer's flush packet
+                    continue
+                if packet.pts is None:
+                    return None
+                pts.append(packet.pts)
+                keys.append(packet.is_keyframe)
+        except av.FFmpegError:
+            pass  # cut short: the packets before
+    order = sorted(range(len(pts)), key=pts.__getitem__)
+    ordered = [pts[i] for i in order]
+    if len(set(ordered)) < len(ordered):
+        return None
+    keyframes = [rank for rank, i in enumerate(order) if keys[i]]
+    return FrameIndex(ordered, keyframes) if keyframes else None
+
+
+def frames(clip: Clip, max_frames: int = MAX_FRAMES, first: int = 0,
+           seek: Seek | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
     """(index, time in seconds from the first frame, (H, W, 3) uint8 RGB as displayed) for each frame in order
     from index `first` (the frames before it decoded but not converted: a segment's start, exact to the frame),
     one at a time. A clip cut short ends at the last frame that decodes (clip.truncated says why); more than
-    `max_frames` frames (a container that lied about its count) is TooLarge."""
-    with av.open(str(clip.path)) as container:
-        stream = container.streams.video[0]
-        start = None
-        index = 0
-        errors: list[str] = []
-        for frame in _decoded(stream, errors):
-            if index >= max_frames:
-                raise TooLarge(f"{clip.path.name}: more than {max_frames} frames")
-            t = frame.time if frame.time is not None else index / clip.fps
-            start = t if start is None else start
-            if index < first:
-                index += 1
-                continue
-            rgb = frame.to_ndarray(format="rgb24")
-            yield index, max(t - start, 0.0), np.rot90(rgb, clip.rotation // 90) if clip.rotation else rgb
-            index += 1
-        if errors or (clip.frames and index < clip.frames):
-            clip.truncated = (f"{index} frames read of the {clip.frames or '?'} the container announces"
-                              + (f"; {len(errors)} packets did not decode ({errors[0]})" if errors else ""))
+    `max_frames` frames (a container that lied about its count) is TooLarge.
+
+    With `seek` (FrameIndex.seek of a frame at or before `first`), decoding starts at that keyframe, not at
+    the clip's start: the decoded frames are numbered from the keyframe's index on and timed from the clip's
+    first frame's pts, so they are the frames, indices and times decoding from the start gives. When the seek
+    fails (the container cannot seek, or the first frame decoded at or after the keyframe's pts is not the
+    keyframe, or has no pts), the frames are decoded from the start instead: the same frames, more slowly."""
+    if seek is not None and seek.index <= first:
+        with _opened(clip.path, clip.reader) as container:
+            errors: list[str] = []
+            numbered = _from_keyframe(clip, container.streams.video[0], seek, errors)
+            if numbered is not None:
+                yield from _converted(clip, numbered, first, max_frames, errors)
+                return
+    with _opened(clip.path, clip.reader) as container:
+        errors = []
+        yield from _converted(clip, _from_start(clip, container.streams.video[0], errors), first, max_frames, errors)
+
+
+def _from_start(clip: Clip, stream, errors: list[str]) -> Iterator[tuple[int, float, object]]:
+    """(index, time from the first frame, frame) for every frame decoded from the clip's start."""
+    start = None
+    for index, frame in enumerate(_counted(clip, _decoded(stream, errors))):
+        t = frame.time if frame.time is not None else index / clip.fps
+        start = t if start is None else start
+        yield index, t - start, frame
+
+
+def _from_keyframe(clip: Clip, stream, seek: Seek, errors: list[str]) -> Iterator[tuple[int, float, object]] | None:
+    """(index, time from the clip's first frame, frame) for every frame from the seek's keyframe on, or None
+    when seeking there fails (see frames)."""
+    try:
+        stream.container.seek(seek.pts, stream=stream, backward=True)
+    except av.FFmpegError:
+        return None
+    decoded = _counted(clip, _decoded(stream, errors))
+    for frame in decoded:
+        if frame.pts is not None and frame.pts < seek.pts:
+            continue  # before the keyframe (a seek that landed earlier, or a leading frame): not numbered
+        if frame.pts != seek.pts:
+            return None
+        start = float(seek.start_pts) * stream.time_base.numerator / stream.time_base.denominator
+        return ((index, (frame.time if frame.time is not None else index / clip.fps) - start, frame)
+                for index, frame in enumerate(chain([frame], decoded), seek.index))
+    return None
+
+
+def _counted(clip: Clip, decoded: Iterator) -> Iterator:
+    for frame in decoded:
+        clip.decoded += 1
+        yield frame
+
+
+def _converted(clip: Clip, numbered: Iterator[tuple[int, float, object]], first: int, max_frames: int,
+               errors: list[str]) -> Iterator[tuple[int, float, np.ndarray]]:
+    """frames()'s output from numbered frames: those from `first` converted to RGB as displayed; the limit;
+    clip.truncated once the frames end short of the container's count or some packets did not decode."""
+    count = 0
+    for index, time_s, frame in numbered:
+        if index >= max_frames:
+            raise TooLarge(f"{clip.path.name}: more than {max_frames} frames")
+        count = index + 1
+        if index < first:
+            continue
+        rgb = frame.to_ndarray(format="rgb24")
+        yield index, max(time_s, 0.0), np.rot90(rgb, clip.rotation // 90) if clip.rotation else rgb
+    if errors or (clip.frames and count < clip.frames):
+        clip.truncated = (f"{count} frames read of the {clip.frames or '?'} the container announces"
+                          + (f"; {len(errors)} packets did not decode ({errors[0]})" if errors else ""))
 
 
 def _decoded(stream, errors: list[str]) -> Iterator:
@@ -265,11 +382,12 @@ def read_records(lines: Iterable[str | bytes]) -> Iterator[tuple[int, float, Tra
                           p["track_id"]) for p in r["people"]], r["detected"])
 
 
-def track_segment(clip: Clip, start: int, stop: int, tracker: Tracker, out: TextIO) -> int:
+def track_segment(clip: Clip, start: int, stop: int, tracker: Tracker, out: TextIO, seek: Seek | None = None) -> int:
     """Frames [start, stop) of the clip tracked by `tracker` (a fresh one: the segment's ids are its own) ->
-    one record_line each in `out`; the frames tracked. The frames before `start` are decoded, not converted."""
+    one record_line each in `out`; the frames tracked. Decoded from `seek`'s keyframe, or from the clip's
+    start without it (the frames before `start` decoded, not converted)."""
     count = 0
-    for index, time_s, rgb in frames(clip, first=start):
+    for index, time_s, rgb in frames(clip, first=start, seek=seek):
         if index >= stop:
             break
         out.write(record_line(index, time_s, tracker.step(rgb, time_s)))

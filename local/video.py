@@ -18,7 +18,8 @@ then go to OUT/<its path without suffix>/). For each clip:
   --threads 1, frames per second per core). A progress bar on a terminal.
 
 With --segment-seconds the clip is tracked as a long one is on AWS: in segments that overlap (pose/segments.py),
-each by a fresh tracker from its first frame (the frames before it decoded, not converted), in --workers
+each by a fresh tracker from its first frame (decoded from its last keyframe, found in an index of the clip's
+packets made once: video_io.frame_index, as on AWS), in --workers
 processes, each segment's frames written to a scratch file as JSON lines frame by frame (as on AWS); the segments' tracks are matched
 over each overlap, and the frames decoded again to write the same tracks.json and annotated.mp4 in the joined
 ids (tracks.json also lists the segments). docs/video.md has the ids it gives against the one-piece run.
@@ -53,8 +54,8 @@ from pose.errors import PoseError
 from pose.segments import Joiner, plan_segments
 from pose.service import Models, load_models
 from pose.track import TrackedFrame, TrackOptions, model_tracker
-from video_io import (MAX_FRAMES, SUFFIXES, Clip, Mp4Writer, TracksJson, annotated, frame_json, frames, joined,
-                      open_clip, overlap_links, track_segment as track_frames, tracks_head)
+from video_io import (MAX_FRAMES, SUFFIXES, Clip, Mp4Writer, Seek, TracksJson, annotated, frame_index, frame_json,
+                      frames, joined, open_clip, overlap_links, track_segment as track_frames, tracks_head)
 
 @dataclass(frozen=True)
 class Segmenting:
@@ -111,17 +112,18 @@ def _cpu_seconds() -> float:
 
 
 def track_segment(path: Path, start: int, end: int, scratch: Path, options: TrackOptions,
-                  max_people: int | None = None, models: Models | None = None, model_env: dict | None = None) -> Path:
+                  max_people: int | None = None, seek: Seek | None = None, models: Models | None = None,
+                  model_env: dict | None = None) -> Path:
     """Frames [start, end) of a clip tracked by a fresh tracker (ids its own) -> `scratch`, one JSON line per
-    frame (video_io.record_line), so memory follows one frame. The models given, or loaded from `model_env`
-    once per worker process."""
+    frame (video_io.record_line), so memory follows one frame; decoded from `seek`'s keyframe (from the clip's
+    start without it). The models given, or loaded from `model_env` once per worker process."""
     global _worker_models
     if models is None:
         _worker_models = _worker_models or load_models(model_env or {})
         models = _worker_models
     tracker = model_tracker(models.pose, models.detector, options, *([max_people] if max_people else []))
     with open(scratch, "w") as f:
-        track_frames(open_clip(path), start, end, tracker, f)
+        track_frames(open_clip(path), start, end, tracker, f, seek)
     return scratch
 
 
@@ -131,8 +133,11 @@ _worker_models: Models | None = None  # a worker process's models, loaded by its
 def _track_segments(path: Path, plan: list[tuple[int, int]], limit: int, scratch: Path, models: Models,
                     options: TrackOptions, max_people: int | None, segmenting: Segmenting) -> list[Path]:
     """Each planned segment tracked on its own (the last one on to the clip's end, should the container have
-    announced too few frames) -> its scratch file; side by side in `segmenting.workers` processes."""
-    jobs = [(path, start, end if k + 1 < len(plan) else limit, scratch / f"{k}.jsonl", options, max_people)
+    announced too few frames), decoded from its last keyframe -> its scratch file; side by side in
+    `segmenting.workers` processes."""
+    index = frame_index(open_clip(path))
+    jobs = [(path, start, end if k + 1 < len(plan) else limit, scratch / f"{k}.jsonl", options, max_people,
+             index.seek(start) if index else None)
             for k, (start, end) in enumerate(plan)]
     if segmenting.workers <= 1:
         return [track_segment(*job, models=models) for job in jobs]

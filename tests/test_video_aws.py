@@ -19,6 +19,7 @@ from pathlib import Path
 from unittest import mock
 
 import boto3
+import numpy as np
 import pytest
 
 from conftest import ROOT, SHARED, served_model
@@ -285,3 +286,34 @@ def test_a_file_that_is_not_a_video_is_an_error_record_and_the_others_complete(r
                                             for f in ("tracks.json", "annotated.mp4")}
     assert set(run["keys"]) == expected  # the segments' records and parts are gone; notes.txt left alone
     assert not [e for n, e, _ in run["machine"].tasks if e.get("key") == "in/notes.txt"]
+
+
+@pytest.mark.parametrize("faststart", [True, False], ids=["index first", "index last"])
+def test_a_segment_reads_its_own_stretch_of_the_clip_not_the_whole_object(handler, endpoint, tmp_path, faststart):
+    # the last of 4 segments of a clip with a keyframe every 8 frames, read by range in 16 KB blocks (the
+    # function reads 4 MB ones: a clip this small would be one block); plan demuxes the whole clip once. The
+    # frames are grained (noise) so that they weigh what a camera's do against the container's header
+    from test_video_seek import GOP, gop_clip
+
+    rng = np.random.default_rng(0)
+    grained = [np.clip(f.astype(np.int16) + rng.integers(-12, 13, f.shape), 0, 255).astype(np.uint8)
+               for f in photo_frames(120)]
+    path = gop_clip(tmp_path / "long.mp4", grained, faststart=faststart)
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                      aws_secret_access_key="testing")
+    bucket = f"seek-{faststart}".lower()
+    s3.create_bucket(Bucket=bucket)
+    s3.upload_file(str(path), bucket, "in/long.mp4")
+    job = {"input": {"bucket": bucket, "prefix": "in/"}, "output": {"bucket": bucket, "prefix": "out/"},
+           "segment_seconds": 3.5, "overlap_seconds": 0.5}
+    size = path.stat().st_size
+    with mock.patch.object(handler, "READ_BYTES", 16 * 1024):
+        plan = handler.lambda_handler({"step": "plan", "job": job, "key": "in/long.mp4", "size": size}, Context())
+        assert [s["start"] for s in plan["segments"]] == [0, 30, 60, 90]
+        last = plan["segments"][-1]
+        reply = handler.lambda_handler({"step": "track", "job": job, "clip": plan["clip"], "segment": last}, Context())
+    assert reply["frames"] == 30 and not reply["truncated"]
+    assert reply["decoded"] <= 30 + GOP  # the segment's frames and at most a GOP before them, of 120
+    assert reply["bytes_read"] < 0.6 * size
+    print(f"{'faststart' if faststart else 'moov at the end'}: the last of 4 segments read {reply['bytes_read']:,} "
+          f"of {size:,} bytes ({reply['bytes_read'] / size:.0%}), decoded {reply['decoded']} frames of 120")
