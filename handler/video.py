@@ -41,15 +41,17 @@ from aws_lambda_powertools import Logger
 
 from pose import records, service
 from pose.errors import PoseError, TooLarge
-from pose.segments import Joiner, cuts, plan_segments
+from pose.segments import OVERLAP_SECONDS, SEGMENT_SECONDS, Joiner, cuts, plan_segments
 from pose.track import TrackOptions, model_tracker
-from video_io import (DESCRIBED, MAX_FRAMES, Clip, Mp4Writer, Seek, TracksJson, annotated, concat_mp4, frame_index,
+from video_io import (DESCRIBED, Clip, Mp4Writer, Seek, TracksJson, annotated, concat_mp4, frame_index,
                       frame_json, frames, joined, open_clip, overlap_links, track_segment, tracks_head)
 
 logger = Logger()
-SEGMENT_SECONDS = 30.0  # a segment's frames: at 1080p about 2-4 frames per second on one vCPU, well in 15 min
-OVERLAP_SECONDS = 1.0  # the frames two segments both track, to match their tracks
-MAX_BYTES = 5_000_000_000  # a clip's object (read by range, never copied whole)
+MAX_BYTES = 50_000_000_000  # a clip's object (read by range, never copied whole)
+# A clip's length: its segments run side by side, so the limit is the joining's (one invocation reads every
+# segment's records and writes tracks.json) and the plan's (it reads every packet once); docs/video.md.
+MAX_SECONDS = 3 * 3600.0
+MAX_FRAMES = 3 * 3600 * 60  # 3 hours at 60 fps
 READ_BYTES = 4 * 1024 * 1024  # one ranged GET of a clip: a few of them cover a segment's stretch of a 1080p clip
 OPTIONS = TrackOptions()  # detection every 5th frame, as `make video` by default
 
@@ -147,7 +149,7 @@ def opened(bucket: str, key: str, name: str, size: int | None) -> tuple[Clip, li
         files.append(S3Object(bucket, key, size, blocks=blocks))
         return files[-1]
 
-    return open_clip(Path(name), reader=reader), files
+    return open_clip(Path(name), MAX_SECONDS, MAX_FRAMES, reader=reader), files
 
 
 def opened_clip(job: dict, clip: dict) -> tuple[Clip, list[S3Object]]:
@@ -198,7 +200,7 @@ def plan(event: dict) -> dict:
         S3.put_object(Bucket=output["bucket"], Key=f"{prefix}error.json", Body=json.dumps(record).encode(),
                       ContentType="application/json")
         return {"done": True, "error": record["error"], "record": f"{prefix}error.json"}
-    total = min(clip.frames or MAX_FRAMES, MAX_FRAMES)
+    total = min(clip.frames or clip.max_frames, clip.max_frames)
     segments = plan_segments(total, clip.fps, float(job.get("segment_seconds", SEGMENT_SECONDS)),
                              float(job.get("overlap_seconds", OVERLAP_SECONDS)))
     fields = {k: getattr(clip, k) for k in DESCRIBED}
@@ -212,7 +214,7 @@ def plan(event: dict) -> dict:
             "clip": {"key": key, "name": name, "size": size, "output": prefix, "plan": [list(se) for se in segments],
                      **fields},
             "segments": [{"index": k, "start": start, "end": end,
-                          "stop": end if k + 1 < len(segments) else MAX_FRAMES,
+                          "stop": end if k + 1 < len(segments) else clip.max_frames,
                           "seek": seek(start), "draw_seek": seek(firsts[k])}
                          for k, (start, end) in enumerate(segments)]}
 

@@ -16,6 +16,7 @@ functions never import either.
 from __future__ import annotations
 
 import json
+import sys
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -36,6 +37,7 @@ from pose.segments import Joiner, cuts, link
 from pose.service import Models
 from pose.track import Tracker, TrackedFrame, TrackedPerson, TrackOptions
 
+# The limits of a clip on one machine (`make video`); the video function sets its own (handler/video.py).
 MAX_SECONDS = 600.0  # 10 minutes: about 1 hour of one core's work at 720p (docs/video.md)
 MAX_FRAMES = 18_000  # 10 minutes at 30 fps (a container's own count, and again while decoding)
 MAX_PIXELS = 3840 * 2160  # a 4K frame
@@ -55,6 +57,7 @@ class Clip:
     truncated: str | None = None  # why decoding stopped early, once frames() has met the end
     reader: Callable[[], BinaryIO] | None = field(default=None, repr=False)  # fresh file objects, else the path
     decoded: int = 0  # frames decoded by frames() so far (its work: those before a segment's first included)
+    max_frames: int = MAX_FRAMES  # the frame limit it was opened under: frames() holds it to it
 
 
 DESCRIBED = ("fps", "width", "height", "frames", "duration_s", "rotation")  # a Clip as a plan passes it on
@@ -99,7 +102,7 @@ def open_clip(path: Path, max_seconds: float = MAX_SECONDS, max_frames: int = MA
         raise TooLarge(f"{path.name}: {duration:.1f} s is over the {max_seconds:.0f} s limit")
     if frames is not None and frames > max_frames:
         raise TooLarge(f"{path.name}: {frames} frames are over the {max_frames} frame limit")
-    return Clip(path, fps or 30.0, width, height, frames, duration, rotation, reader=reader)
+    return Clip(path, fps or 30.0, width, height, frames, duration, rotation, reader=reader, max_frames=max_frames)
 
 
 @dataclass(frozen=True)
@@ -153,18 +156,19 @@ def frame_index(clip: Clip) -> FrameIndex | None:
     return FrameIndex(ordered, keyframes) if keyframes else None
 
 
-def frames(clip: Clip, max_frames: int = MAX_FRAMES, first: int = 0,
+def frames(clip: Clip, max_frames: int | None = None, first: int = 0,
            seek: Seek | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
     """(index, time in seconds from the first frame, (H, W, 3) uint8 RGB as displayed) for each frame in order
     from index `first` (the frames before it decoded but not converted: a segment's start, exact to the frame),
     one at a time. A clip cut short ends at the last frame that decodes (clip.truncated says why); more than
-    `max_frames` frames (a container that lied about its count) is TooLarge.
+    `max_frames` frames (default: the clip's limit; a container that lied about its count) is TooLarge.
 
     With `seek` (FrameIndex.seek of a frame at or before `first`), decoding starts at that keyframe, not at
     the clip's start: the decoded frames are numbered from the keyframe's index on and timed from the clip's
     first frame's pts, so they are the frames, indices and times decoding from the start gives. When the seek
     fails (the container cannot seek, or the first frame decoded at or after the keyframe's pts is not the
     keyframe, or has no pts), the frames are decoded from the start instead: the same frames, more slowly."""
+    max_frames = max_frames or clip.max_frames
     if seek is not None and seek.index <= first:
         with _opened(clip.path, clip.reader) as container:
             errors: list[str] = []
@@ -419,7 +423,7 @@ def joined(plan: list[tuple[int, int]], records: Records, joiner: Joiner | Calla
     """The frames each segment reports (segments.cuts), in order, with their people in the clip's ids
     (`joiner`, asked in frame order, as it must be for its numbering); only `segments` when given (their ids
     then already given by a joiner that saw every frame)."""
-    firsts = cuts(plan) + [MAX_FRAMES]
+    firsts = cuts(plan) + [sys.maxsize]
     for k in range(len(plan)) if segments is None else segments:
         for i, t, tf in read_records(records(k)):
             if i >= firsts[k + 1]:

@@ -51,7 +51,7 @@ from tqdm import tqdm
 from local import function
 
 from pose.errors import PoseError
-from pose.segments import Joiner, plan_segments
+from pose.segments import OVERLAP_SECONDS, Joiner, plan_segments
 from pose.service import Models, load_models
 from pose.track import TrackedFrame, TrackOptions, model_tracker
 from video_io import (MAX_FRAMES, SUFFIXES, Clip, Mp4Writer, Seek, TracksJson, annotated, frame_index, frame_json,
@@ -62,7 +62,7 @@ class Segmenting:
     """A clip tracked in segments (pose/segments.py): each by a fresh tracker from its first frame, in up to
     `workers` processes (each loading the models from `model_env`, as load_models takes them), then joined."""
     seconds: float
-    overlap_seconds: float = 1.0
+    overlap_seconds: float = OVERLAP_SECONDS
     workers: int = 1
     model_env: dict | None = None
 

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, SHARED, served_model
+from pose.errors import TooLarge
 
 av = pytest.importorskip("av", reason="PyAV is not installed: pip install -r requirements-dev.txt")
 pytest.importorskip("moto.server")
@@ -317,3 +318,25 @@ def test_a_segment_reads_its_own_stretch_of_the_clip_not_the_whole_object(handle
     assert reply["bytes_read"] < 0.6 * size
     print(f"{'faststart' if faststart else 'moov at the end'}: the last of 4 segments read {reply['bytes_read']:,} "
           f"of {size:,} bytes ({reply['bytes_read'] / size:.0%}), decoded {reply['decoded']} frames of 120")
+
+
+def test_a_clip_longer_than_one_machine_takes_is_planned_in_segments(handler, endpoint, tmp_path):
+    # 11 minutes (at 1 frame a second, 32 x 32 pixels: cheap to make): over `make video`'s 10-minute limit,
+    # within the video function's, whose segments run side by side
+    from video_io import open_clip
+
+    clip = tmp_path / "long.mp4"
+    write_clip(clip, [np.full((32, 32, 3), i % 256, np.uint8) for i in range(660)], fps=1)
+    with pytest.raises(TooLarge):
+        open_clip(clip)
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                      aws_secret_access_key="testing")
+    s3.create_bucket(Bucket="long-clips")
+    s3.upload_file(str(clip), "long-clips", "in/long.mp4")
+    job = {"input": {"bucket": "long-clips", "prefix": "in/"}, "output": {"bucket": "long-clips", "prefix": "out/"}}
+    planned = handler.lambda_handler({"step": "plan", "job": job, "key": "in/long.mp4", "size": clip.stat().st_size},
+                                     Context())
+    assert planned["done"] is False and planned["clip"]["frames"] == 660
+    segments = planned["segments"]
+    assert len(segments) == 23 and segments[-1]["end"] == 660  # 30 s segments, each starting 29 s after the last
+    assert all(s["seek"] is not None for s in segments)  # each starts from a keyframe, not the clip's start

@@ -25,6 +25,8 @@ from .track import TrackedPerson, TrackOptions, similarity
 
 FrameTracks = Sequence[TrackedPerson]  # one frame's tracked people, ids local to their segment
 MIN_LINK_SIMILARITY = 0.5  # two segments' tracks are one person from this mean similarity over the overlap up
+SEGMENT_SECONDS = 30.0  # the video function's segments (handler/video.py): at 1080p 2-5 minutes of one vCPU
+OVERLAP_SECONDS = 1.0  # the frames two consecutive segments both track, to match their tracks
 
 
 def plan_segments(frame_count: int, fps: float, segment_seconds: float,
