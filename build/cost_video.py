@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{time.strftime('%Y-%m-%d')}, commit {provenance.commit()}, `{provenance.command(__file__, argv)}`, "
           f"1 thread; segments of {SEGMENT_SECONDS:g} s with {OVERLAP_SECONDS:g} s "
           f"overlap, maps of {map_concurrency('Segments')} and {map_concurrency('Draw')}, {MEMORY_MB} MB at "
-          f"${LAMBDA_X86_GB_SECOND}/GB-s\n")
+          f"${LAMBDA_X86_GB_SECOND:.10f}/GB-s\n")
     print(table(rows, a.hours, a.fps))
     return 0
 
