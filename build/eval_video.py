@@ -14,9 +14,9 @@ answered twice, by the served default models at one onnxruntime thread:
 - the photo pipeline (pipeline.estimate_people, what POST /pose does), frame by frame;
 
 and both are scored by pycocotools over all frames (evaluate.keypoint_ap, at most 20 people a frame). The
-issue's goal: the tracker within 1 point of the photo pipeline. The tracker's AP is also given on its detection
-frames and on its followed frames apart, and with its followed people scored as the detector would have scored
-them (`detector_scores`): where a gap comes from.
+issue's goal: the tracker within 1 point of the photo pipeline. Both are also scored on the tracker's detection
+frames and on its followed frames apart: where a gap comes from. `--min-score` tracks with another TrackOptions
+min_score (docs/video.md has what it and the followed people's scores cost).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import numpy as np
 from PIL import Image
 
 from build import evaluate, provenance
-from pose.detect import iou_matrix
 from pose.pipeline import estimate_people
 from pose.track import TrackOptions, model_tracker
 
@@ -82,20 +81,6 @@ def frame_labels(photo: dict, annotations: list[dict], i: int, image_id: int) ->
     return image, out
 
 
-def detector_scores(tracked: list, found) -> list:
-    """The tracker's people of a frame rescored as the photo pipeline scores them: each person's joint
-    confidence times the best detector score among the boxes overlapping theirs by IoU 0.5 or more (0 when
-    none does). A diagnosis: how much of the gap is the scores of followed people."""
-    from dataclasses import replace
-
-    if not tracked:
-        return []
-    boxes = np.array([p.box for p in tracked])
-    overlap = iou_matrix(boxes, found.boxes) if len(found.scores) else np.zeros((len(tracked), 0))
-    best = [float(found.scores[row >= 0.5].max()) if (row >= 0.5).any() else 0.0 for row in overlap]
-    return sorted((replace(p, score=p.score * b) for p, b in zip(tracked, best)), key=lambda p: -p.score)
-
-
 def measure(models, eval_dir: Path, frames: int, photos: int | None = None,
             options: TrackOptions = TrackOptions()) -> dict:
     """Both ways over every frame of every photo's clip: their keypoint AP, the tracker's on its detection and
@@ -103,7 +88,7 @@ def measure(models, eval_dir: Path, frames: int, photos: int | None = None,
     gt_photos = evaluate.coco_labels(eval_dir)
     index = evaluate.coco_joint_index(gt_photos, models.pose.card.joints)
     dataset = {"images": [], "annotations": [], "categories": gt_photos.dataset["categories"]}
-    results: dict[str, list] = {"photo": [], "tracker": [], "tracker, detector scores": []}
+    results: dict[str, list] = {"photo": [], "tracker": []}
     detected_ids, followed_ids, cpu = [], [], {"photo": 0.0, "tracker": 0.0}
     for photo_id in sorted(gt_photos.getImgIds())[:photos]:
         photo = gt_photos.loadImgs(photo_id)[0]
@@ -123,11 +108,8 @@ def measure(models, eval_dir: Path, frames: int, photos: int | None = None,
             cpu["tracker"] += t1 - t0
             cpu["photo"] += t2 - t1
             (detected_ids if tracked.detected else followed_ids).append(image_id)
-            mine = [tp.person for tp in tracked.people]
             results["photo"] += evaluate.keypoint_results(image_id, people, index)
-            results["tracker"] += evaluate.keypoint_results(image_id, mine, index)
-            rescored = mine if tracked.detected else detector_scores(mine, models.detector(rgb))
-            results["tracker, detector scores"] += evaluate.keypoint_results(image_id, rescored, index)
+            results["tracker"] += evaluate.keypoint_results(image_id, [tp.person for tp in tracked.people], index)
     gt = evaluate.coco_labels(dataset=dataset)
     out = {name: evaluate.keypoint_ap(gt, r) for name, r in results.items()}
     for name, ids in (("tracker, detection frames", detected_ids), ("tracker, followed frames", followed_ids)):
@@ -151,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=10, help="frames of each photo's clip (default 10)")
     ap.add_argument("--photos", type=int, help="the first N photos only (default: all 23)")
+    ap.add_argument("--min-score", type=float, default=TrackOptions.min_score,
+                    help=f"the tracker's min_score (default {TrackOptions.min_score})")
     ap.add_argument("--eval-dir", type=Path, default=evaluate.EVAL)
     a = ap.parse_args(argv)
     if not (a.eval_dir / "coco_multi.json").is_file():
@@ -159,9 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     from build.bench_video import default_models
 
     models = default_models()
-    r = measure(models, a.eval_dir, a.frames, a.photos)
+    r = measure(models, a.eval_dir, a.frames, a.photos, TrackOptions(min_score=a.min_score))
     print(f"{dt.date.today()}, commit {provenance.commit()}, `{provenance.command(__file__, argv)}`, "
-          f"{models.pose.card.name} + {models.detector.card.name}, 1 thread: {r['photos']} clips of {a.frames} frames, "
+          f"{models.pose.card.name} + {models.detector.card.name}, 1 thread, tracker min_score {a.min_score}: {r['photos']} clips of {a.frames} frames, "
           f"{r['frames']} frames ({r['detection_frames']} detection frames for the tracker), "
           f"{r['scored_people']} scored person-frames; CPU s photo {r['cpu_s']['photo']}, tracker {r['cpu_s']['tracker']}\n")
     print(table(r))
