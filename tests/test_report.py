@@ -233,3 +233,16 @@ def test_id_breaks_are_targets_met_only_at_zero(committed):
     assert got["Identities hold on a.mp4: id breaks in its first 150 frames"]["met"] is True
     assert got["Identities hold on b.avi: id breaks in its first 150 frames"] == {
         "target": "Identities hold on b.avi: id breaks in its first 150 frames", "measured": "2", "met": False}
+
+
+def test_a_report_without_the_clips_says_so(tmp_path, monkeypatch):
+    import argparse
+
+    from build import bench_video, report
+
+    monkeypatch.setattr(bench_video, "CLIPS", tmp_path / "video")
+    result: dict = {}
+    report.add_video(result, argparse.Namespace(no_video=False, video_frames=150))
+    assert result == {"video": {"skipped": f"the clips are absent ({tmp_path / 'video'})"}}
+    report.add_video(result, argparse.Namespace(no_video=True, video_frames=150))
+    assert result == {"video": {"skipped": "--no-video"}}
