@@ -148,32 +148,65 @@ def coco_multi(people: Callable[[np.ndarray], list], joints: tuple[str, ...], ev
     """COCO keypoint AP of `people(rgb)` (objects with points (K, 2), score) on every person of
     coco_multi.json's photos, by pycocotools; joints are matched to COCO's by name (a model must
     have all 17). Returns AP, AP50, AP75, APm, APl, AR in percent, and the results themselves."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    path = eval_dir / "coco_multi.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"the eval set is absent: {path} (clone with ../shared beside the project)")
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
-        gt = COCO(str(path))
-    order = [name.replace("left_", "l_").replace("right_", "r_")  # COCO's names, as the cards spell them
-             for name in gt.loadCats(gt.getCatIds(catNms=["person"]))[0]["keypoints"]]
-    if not set(order) <= set(joints):
-        raise ValueError(f"a model without COCO's 17 joints cannot be scored by COCO keypoint AP: {joints}")
-    index = [joints.index(name) for name in order]
+    gt = coco_labels(eval_dir)
+    index = coco_joint_index(gt, joints)
     results = []
     for image_id in sorted(gt.getImgIds()):
         info = gt.loadImgs(image_id)[0]
         rgb = read_rgb(eval_dir, f"images/{info['file_name']}")
-        for person in people(rgb)[:COCO_MAX_PEOPLE]:
-            xy = np.asarray(person.points, dtype=np.float64)[index]
-            keypoints = np.concatenate([xy, np.ones((len(index), 1))], axis=1).ravel()
-            results.append({"image_id": image_id, "category_id": 1, "keypoints": [round(float(v), 2) for v in keypoints],
-                            "score": float(person.score)})
+        results += keypoint_results(image_id, people(rgb), index)
+    return keypoint_ap(gt, results)
+
+
+def coco_labels(eval_dir: Path = EVAL, dataset: dict | None = None):
+    """coco_multi.json (or `dataset`, a dict in its format) as pycocotools' COCO, quietly."""
+    from pycocotools.coco import COCO
+
+    path = eval_dir / "coco_multi.json"
+    if dataset is None and not path.is_file():
+        raise FileNotFoundError(f"the eval set is absent: {path} (clone with ../shared beside the project)")
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+        gt = COCO(None if dataset is not None else str(path))
+        if dataset is not None:
+            gt.dataset = dataset
+            gt.createIndex()
+    return gt
+
+
+def coco_joint_index(gt, joints: tuple[str, ...]) -> list[int]:
+    """The index in `joints` of each of COCO's 17 joints, in COCO's order (matched by name)."""
+    order = [name.replace("left_", "l_").replace("right_", "r_")  # COCO's names, as the cards spell them
+             for name in gt.loadCats(gt.getCatIds(catNms=["person"]))[0]["keypoints"]]
+    if not set(order) <= set(joints):
+        raise ValueError(f"a model without COCO's 17 joints cannot be scored by COCO keypoint AP: {joints}")
+    return [joints.index(name) for name in order]
+
+
+def keypoint_results(image_id: int, people: list, index: list[int]) -> list[dict]:
+    """At most COCO_MAX_PEOPLE people of one image as COCO keypoint results."""
+    results = []
+    for person in people[:COCO_MAX_PEOPLE]:
+        xy = np.asarray(person.points, dtype=np.float64)[index]
+        keypoints = np.concatenate([xy, np.ones((len(index), 1))], axis=1).ravel()
+        results.append({"image_id": image_id, "category_id": 1, "keypoints": [round(float(v), 2) for v in keypoints],
+                        "score": float(person.score)})
+    return results
+
+
+def keypoint_ap(gt, results: list[dict], image_ids: list[int] | None = None) -> dict:
+    """pycocotools' COCOeval of keypoint results against `gt` (on `image_ids` only, when given): AP, AP50, AP75,
+    APm, APl, AR in percent, and the people answered there."""
+    from pycocotools.cocoeval import COCOeval
+
+    if image_ids is not None:
+        wanted = set(image_ids)
+        results = [r for r in results if r["image_id"] in wanted]
     if not results:
         return {"AP": 0.0, "AP50": 0.0, "AP75": 0.0, "APm": 0.0, "APl": 0.0, "AR": 0.0, "people": 0}
     with contextlib.redirect_stdout(io.StringIO()):
         evaluation = COCOeval(gt, gt.loadRes(results), "keypoints")
+        if image_ids is not None:
+            evaluation.params.imgIds = sorted(wanted)
         evaluation.evaluate()
         evaluation.accumulate()
         evaluation.summarize()

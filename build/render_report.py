@@ -247,6 +247,35 @@ def lost_gained_cell(c: dict) -> str:
             + (f", without {'them' if switched > 1 else 'it'}: {rest['lost']} / {rest['gained']}" if rest else ""))
 
 
+def video(r: dict) -> list[str]:
+    """Each clip tracked: its tracks and id breaks, detection frames and speed (none in a report from before
+    the section existed)."""
+    v = r.get("video")
+    if v is None:
+        return []
+    lines = ["", "## Video: tracks per clip of ../shared/video", ""]
+    if v.get("skipped"):
+        return lines + [f"Skipped: {v['skipped']}."]
+    lines += [f"The first {v['frames_limit']} frames of each clip tracked (handler/pose/track.py, default options: "
+              f"detection every 5th frame) by {v['models']['model']['name']} + "
+              f"{(v['models']['detector'] or {}).get('name', 'no detector')} "
+              "at 1 onnxruntime thread (build/bench_video.py's `clip_tracks`; decoding not timed). "
+              "Without labelled identities, an **id break** is counted where a person stayed in view and lost "
+              f"their id: a track ends with its last box inside the frame (clear of its edges by {v['edge']:.0%} "
+              "of its side; not still seen on the last frame) and a new track starts within "
+              f"{v['break_within']} frames on a box overlapping it (IoU {v['break_iou']} or more), one-to-one. "
+              "Two people swapping ids, and a person back after longer, are not counted: a lower bound of the "
+              "id switches.", "",
+              f"| clip | frames | tracks | tracks of {v['min_track_frames']}+ frames | id breaks | detection frames "
+              "| frames per CPU second |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for c in v["clips"]:
+        breaks = ", ".join(f"{a}->{b}" for a, b in c["breaks"])
+        lines.append(f"| {c['clip']} ({c['width']}x{c['height']}) | {c['frames']} | {c['tracks']} | {c['long_tracks']} "
+                     f"| {c['id_breaks']}{f' ({breaks})' if breaks else ''} | {c['detection_frames']} "
+                     f"| {_f(c['fps_per_cpu_second'], '.2f')} |")
+    return lines
+
+
 def targets_and_files(r: dict) -> list[str]:
     """The project's goals as this run met them, and the files measured with their hashes."""
     lines = []
@@ -263,7 +292,7 @@ def targets_and_files(r: dict) -> list[str]:
 
 def report_page(r: dict) -> str:
     """The whole page of one report.json (build/report.py)."""
-    sections = (header, size_and_speed, cold_start, agreement, accuracy, targets_and_files)
+    sections = (header, size_and_speed, cold_start, agreement, accuracy, video, targets_and_files)
     return "\n".join(line for section in sections for line in section(r)) + "\n"
 
 

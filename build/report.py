@@ -34,7 +34,10 @@ Measurements (every session is opened by the service's own ``PoseModel(path, thr
 - joint by joint, each INT8 variant against its FP32 on the same inputs: joints FP32 got right and INT8 not
   (lost) and the reverse (gained), at PCKh@0.5 (MPII) and PCK@0.2 (COCO); on the whole photo both are scored
   against the person FP32's prediction matches best;
-- agreement of the raw outputs with FP32 on 8 photos (build/bench_models.py's ``agreement``).
+- agreement of the raw outputs with FP32 on 8 photos (build/bench_models.py's ``agreement``);
+- video (../shared/video, through build/bench_video.py's ``clip_tracks``): each clip's first frames tracked by the
+  served default models at 1 thread: tracks, tracks of 10+ frames, id breaks (a person who stayed in view and
+  lost their id, counted without labels), detection frames, frames per CPU second.
 """
 
 from __future__ import annotations
@@ -451,6 +454,25 @@ def accuracy_skipped(a: argparse.Namespace) -> str | None:
     return None
 
 
+def add_video(result: dict, a: argparse.Namespace) -> None:
+    """Each clip of ../shared/video tracked over its first a.video_frames frames (bench_video.clip_tracks), or
+    why not."""
+    from build import bench_video
+
+    clips = bench_video.clips()
+    skipped = "--no-video" if a.no_video else None if clips else f"the clips are absent ({bench_video.CLIPS})"
+    if skipped:
+        result["video"] = {"skipped": skipped}
+        print(f"video: skipped: {skipped}", flush=True)
+        return
+    print(f"video: {len(clips)} clips, their first {a.video_frames} frames tracked ...", flush=True)
+    models = bench_video.default_models()
+    result["video"] = {"frames_limit": a.video_frames, "models": models.described,
+                       "min_track_frames": bench_video.MIN_TRACK_FRAMES, "break_within": bench_video.BREAK_WITHIN,
+                       "break_iou": bench_video.BREAK_IOU, "edge": bench_video.EDGE,
+                       "clips": [bench_video.clip_tracks(p, models, a.video_frames) for p in clips]}
+
+
 def run(a: argparse.Namespace, command: str) -> dict:
     """Every measurement the arguments ask for, as the JSON the page is rendered from; command: what ran it."""
     t_start = time.perf_counter()
@@ -476,6 +498,7 @@ def run(a: argparse.Namespace, command: str) -> dict:
         print(f"accuracy: skipped: {skipped}", flush=True)
     elif accuracy_models:
         add_accuracy(result, variants, accuracy_models, Path(a.eval_dir))
+    add_video(result, a)
     changed = [k for k, v in zip(result["variants"], variants) if sha256_of(v.path) != result["variants"][k]["sha256"]]
     for k in changed:
         result["variants"][k]["notes"].append("the file changed during the run: its numbers mix two versions; rerun")
@@ -511,6 +534,9 @@ def targets(r: dict) -> list[dict]:
         if "x_int8_dynamic" in lat1:
             add("... >= 8x faster than dynamic INT8 (1 thread)", f"x{lat1['x_int8_dynamic']:.2f}",
                 lat1["x_int8_dynamic"] >= 8)
+    for c in r.get("video", {}).get("clips", []):
+        add(f"Identities hold on {c['clip']}: id breaks in its first {c['frames']} frames", str(c["id_breaks"]),
+            c["id_breaks"] == 0)
     for name in (m for m in MODELS if m != SB):
         st, fp = v.get(f"{name}:int8-static"), v.get(f"{name}:fp32")
         if not st or not fp:
@@ -543,6 +569,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cold", type=int, help="cold-start samples per variant (default 3, --quick 1; 0: none)")
     ap.add_argument("--no-accuracy", action="store_true")
     ap.add_argument("--eval-dir", default=str(evaluate.EVAL))
+    ap.add_argument("--no-video", action="store_true", help="leave out the video section")
+    ap.add_argument("--video-frames", type=int, help="the first frames of each clip tracked (default 150, --quick 30)")
     ap.add_argument("--workdir", default=str(ROOT / "out" / "report"), help="where the dynamic INT8 variants go")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the dynamic (and Simple Baselines) variants")
     ap.add_argument("--md", help="Markdown output (default docs/report.md; --quick: out/report/quick.md)")
@@ -551,6 +579,7 @@ def main(argv: list[str] | None = None) -> int:
     a.runs = a.runs or (5 if a.quick else 25)
     a.warmup = a.warmup if a.warmup is not None else (1 if a.quick else 3)
     a.cold = a.cold if a.cold is not None else (1 if a.quick else 3)
+    a.video_frames = a.video_frames or (30 if a.quick else 150)
     out_dir, stem = (ROOT / "out" / "report", "quick") if a.quick else (ROOT / "docs", "report")
     md, js = Path(a.md or out_dir / f"{stem}.md"), Path(a.json or out_dir / f"{stem}.json")
     result = run(a, provenance.command(__file__, argv))

@@ -1,7 +1,7 @@
 """Every person in a clip tracked through it: frames in, OUT/tracks.json and an annotated MP4 out.
 
-    python -m local.video IN OUT [--detect-every 5] [--keep-missing 10] [--smooth] [--max-frames N]
-                                 [--threads 1] [--threshold X] [--max-people N]
+    python -m local.video IN OUT [--detect-every 5] [--keep-missing 10] [--min-score 0.3] [--smooth]
+                                 [--max-frames N] [--threads 1] [--threshold X] [--max-people N]
                                  [--segment-seconds S [--overlap-seconds 1] [--workers 1]]
 
 IN is a clip (MP4/H.264, WebM, MOV, AVI, MKV: whatever FFmpeg reads) or a folder of them (each clip's results
@@ -171,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("--detect-every", type=int, default=TrackOptions.detect_every)
     parser.add_argument("--keep-missing", type=int, default=TrackOptions.keep_missing)
+    parser.add_argument("--min-score", type=float, default=TrackOptions.min_score,
+                        help="people scored under this are not tracked (0.1: every person COCO counts, more short "
+                             "tracks; docs/video.md)")
     parser.add_argument("--smooth", action="store_true", help="One Euro filter on the joints")
     parser.add_argument("--max-frames", type=int, help="stop after this many frames of each clip")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads (default 1: per core)")
@@ -194,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     models = load_models(model_env)
     segmenting = (Segmenting(args.segment_seconds, args.overlap_seconds, args.workers, model_env)
                   if args.segment_seconds else None)
-    options = TrackOptions(detect_every=args.detect_every, keep_missing=args.keep_missing, smooth=args.smooth)
+    options = TrackOptions(detect_every=args.detect_every, keep_missing=args.keep_missing, min_score=args.min_score,
+                           smooth=args.smooth)
     failed = 0
     for path, out in jobs:
         try:

@@ -142,7 +142,7 @@ def measured(tmp_path_factory) -> tuple[str, dict]:
     out = tmp_path_factory.mktemp("report")
     proc = subprocess.run(
         [sys.executable, "-m", "build.report", "--quick", "--models", "efficientpose",
-         "--variants", "fp32", "int8-static", "--runs", "3", "--md", str(out / "r.md"), "--json", str(out / "r.json")],
+         "--variants", "fp32", "int8-static", "--runs", "3", "--video-frames", "10", "--md", str(out / "r.md"), "--json", str(out / "r.json")],
         capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return (out / "r.md").read_text(), json.loads((out / "r.json").read_text())
@@ -183,3 +183,66 @@ def test_measured_accuracy_and_joint_by_joint_counts_add_up(measured):
         assert 0 <= c["lost"] <= c["fp32_correct"] <= c["labelled"]
         assert c["fp32_correct"] - c["lost"] + c["gained"] == c["int8_correct"]
     assert {t["target"].split(":")[0] for t in data["targets"]} >= {f"{MODEL} served INT8 within 1 point of FP32"}
+
+
+def test_measured_video_tracks_each_clip_or_says_why_not(measured):
+    _, data = measured
+    from build import bench_video
+
+    if not bench_video.clips():
+        assert data["video"]["skipped"].startswith("the clips are absent")
+        pytest.skip(f"the clips are absent ({bench_video.CLIPS}): clone the project with ../shared beside it")
+    rows = data["video"]["clips"]
+    assert [r["clip"] for r in rows] == [p.name for p in bench_video.clips()]
+    for r in rows:
+        assert r["frames"] == 10 and 1 <= r["detection_frames"] < 10 and r["fps_per_cpu_second"] > 0
+        assert r["long_tracks"] <= r["tracks"] and r["id_breaks"] == len(r["breaks"]) <= r["tracks"]
+
+
+# --- the video section, rendered from a measured block added to the committed JSON ------------------------------
+
+VIDEO = {"frames_limit": 150, "min_track_frames": 10, "break_within": 10, "break_iou": 0.3, "edge": 0.02,
+         "models": {"model": {"name": "pp-tinypose-256x192"}, "detector": {"name": "rtmdet-nano-person"}},
+         "clips": [{"clip": "a.mp4", "frames": 150, "width": 426, "height": 240, "tracks": 2, "long_tracks": 2,
+                    "id_breaks": 0, "breaks": [], "detection_frames": 30, "fps_per_cpu_second": 10.63},
+                   {"clip": "b.avi", "frames": 150, "width": 768, "height": 576, "tracks": 17, "long_tracks": 13,
+                    "id_breaks": 2, "breaks": [[4, 9], [6, 12]], "detection_frames": 34, "fps_per_cpu_second": 4.25}]}
+
+
+def test_video_section_has_a_row_per_clip_with_its_id_breaks(committed):
+    page = render_report.render({**committed, "video": VIDEO})
+    head, rows = md_table(page, "## Video: tracks per clip")
+    assert head == ["clip", "frames", "tracks", "tracks of 10+ frames", "id breaks", "detection frames",
+                    "frames per CPU second"]
+    assert rows == [["a.mp4 (426x240)", "150", "2", "2", "0", "30", "10.63"],
+                    ["b.avi (768x576)", "150", "17", "13", "2 (4->9, 6->12)", "34", "4.25"]]
+    assert "pp-tinypose-256x192 + rtmdet-nano-person" in page and "within 10 frames" in page
+    assert page.index("## Video") < page.index("## Targets")
+
+
+def test_video_section_says_why_it_was_skipped_and_is_absent_from_older_reports(committed):
+    page = render_report.render({**committed, "video": {"skipped": "the clips are absent (../shared/video)"}})
+    assert "## Video: tracks per clip of ../shared/video\n\nSkipped: the clips are absent (../shared/video)." in page
+    assert "## Video" not in render_report.render({k: v for k, v in committed.items() if k != "video"})
+
+
+def test_id_breaks_are_targets_met_only_at_zero(committed):
+    from build import report
+
+    got = {t["target"]: t for t in report.targets({**committed, "video": VIDEO})}
+    assert got["Identities hold on a.mp4: id breaks in its first 150 frames"]["met"] is True
+    assert got["Identities hold on b.avi: id breaks in its first 150 frames"] == {
+        "target": "Identities hold on b.avi: id breaks in its first 150 frames", "measured": "2", "met": False}
+
+
+def test_a_report_without_the_clips_says_so(tmp_path, monkeypatch):
+    import argparse
+
+    from build import bench_video, report
+
+    monkeypatch.setattr(bench_video, "CLIPS", tmp_path / "video")
+    result: dict = {}
+    report.add_video(result, argparse.Namespace(no_video=False, video_frames=150))
+    assert result == {"video": {"skipped": f"the clips are absent ({tmp_path / 'video'})"}}
+    report.add_video(result, argparse.Namespace(no_video=True, video_frames=150))
+    assert result == {"video": {"skipped": "--no-video"}}

@@ -215,3 +215,22 @@ def test_smoothing_is_off_by_default_and_changes_only_the_reported_joints():
 def test_options_are_checked():
     with pytest.raises(ValueError):
         TrackOptions(detect_every=0)
+
+
+def test_a_followed_person_is_reported_with_the_score_of_their_last_detection():
+    # the detector's score (detector x joints) and the joints' alone in a followed box are on two scales: a
+    # clip's people are reported on the first one throughout
+    def at(f: int) -> np.ndarray:
+        return skeleton(200 + 2 * f, 240)
+
+    frame = {"f": 0}
+    tracker = Tracker(lambda rgb: People([person(at(frame["f"]), 0.6 + 0.01 * frame["f"])]),
+                      lambda rgb, boxes: People([person(at(frame["f"]), 0.95) for _ in boxes]),
+                      TrackOptions(detect_every=5))
+    reported = []
+    for f in range(12):
+        frame["f"] = f
+        result = tracker.step(FRAME, f / FPS)
+        reported.append((result.detected, [tp.person.score for tp in result.people]))
+    assert [d for d, _ in reported] == [f % 5 == 0 for f in range(12)]  # 0.95 followed: tracking stays sure
+    assert [s for _, s in reported] == [[pytest.approx(0.6 + 0.01 * (f - f % 5))] for f in range(12)]

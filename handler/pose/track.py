@@ -12,6 +12,10 @@ As Simple Baselines' tracker (Xiao et al. 2018, "for Human Pose Estimation and T
   of its joints widened (`follow_box`), and the pose model looks there alone (pipeline.people_in_boxes); the
   people found are matched to the tracks as on a detection frame, without starting any: where two people
   cross, a box may hold the other person, who then keeps their own id rather than take the box's;
+- a person seen on a followed frame is reported with the score of their track's last detection frame: a
+  followed box is given, not detected, so the pose model's joints alone score it, on another scale than the
+  photo pipeline's (detector x joints); one scale through the clip keeps its people comparable (COCO keypoint AP
+  ranks all of a clip's people together: docs/video.md). Tracking decisions use the followed score itself;
 - a followed box where the pose model places too few joints (`follow_box` None) holds nobody: that person is
   not reported on this frame. Tracking is unsure, and the next frame is a detection frame, when fewer people
   were found than tracks were followed, or one of them scored under `unsure_score`;
@@ -121,6 +125,7 @@ class Track:
     missing: int = 0  # frames since it was last seen
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # pixels per frame, of the joints' centre
     filter: OneEuro | None = None
+    score: float = 0.0  # the person's score on the track's last detection frame (what it reports when followed)
 
     def expected(self) -> Person:
         """Where the person should be on the next frame: the last person moved on at their velocity over the
@@ -163,7 +168,9 @@ class Tracks:
 
     def match(self, people: Sequence[Person], time_s: float = 0.0, start: bool = True) -> list[TrackedPerson]:
         """A frame's people -> each with a track id: greedy on similarity, best pair first, from min_similarity
-        up; an unmatched person starts a new track (with `start`; else is left out), an unmatched track ages."""
+        up; an unmatched track ages. With `start` (a detection frame) an unmatched person starts a new track and
+        each person's score becomes their track's; without (a followed frame) an unmatched person is left out
+        and each is reported with their track's score."""
         expected = [t.expected() for t in self.live]
         pairs = sorted(((similarity(e, p, self.options.oks_weight), ti, pi)
                         for ti, e in enumerate(expected) for pi, p in enumerate(people)), reverse=True)
@@ -178,7 +185,7 @@ class Tracks:
         for pi, person in enumerate(people):
             if pi not in owner and start:
                 owner[pi] = self._start(person)
-        return self._seen([(owner[pi], p) for pi, p in enumerate(people) if pi in owner], time_s)
+        return self._seen([(owner[pi], p) for pi, p in enumerate(people) if pi in owner], time_s, start)
 
     def followed(self) -> list[Track]:
         """The tracks seen on the last frame: those whose boxes the next frame looks in."""
@@ -190,13 +197,16 @@ class Tracks:
         self.live.append(track)
         return track
 
-    def _seen(self, found: list[tuple[Track, Person]], time_s: float) -> list[TrackedPerson]:
+    def _seen(self, found: list[tuple[Track, Person]], time_s: float, detected: bool) -> list[TrackedPerson]:
         out = []
         for track, person in found:
             if track.person is not person:  # not a track started on this frame
                 track.velocity = _velocity(track, person)
                 track.person, track.missing = person, -1  # -1: seen now, 0 once every track has aged below
-            out.append(TrackedPerson(self._reported(track, person, time_s), track.track_id))
+            if detected:
+                track.score = person.score
+            out.append(TrackedPerson(replace(self._reported(track, person, time_s), score=track.score),
+                                     track.track_id))
         for track in self.live:
             track.missing += 1
         self.live = [t for t in self.live if t.missing <= self.options.keep_missing]
@@ -250,9 +260,9 @@ class Tracker:
             return TrackedFrame(self.tracks.match(self._trackable(found.people), time_s), True, found.timings_ms)
         found = self.look_in(rgb, [b for _, b in boxes])
         placed = [replace(p, box=box) for p in found.people if (box := follow_box(p, width, height)) is not None]
-        tracked = self.tracks.match(self._trackable(placed), time_s, start=False)
-        self.unsure = len(tracked) < len(followed) or any(tp.person.score < self.options.unsure_score
-                                                          for tp in tracked)
+        people = self._trackable(placed)
+        tracked = self.tracks.match(people, time_s, start=False)
+        self.unsure = len(tracked) < len(followed) or any(p.score < self.options.unsure_score for p in people)
         return TrackedFrame(tracked, False, found.timings_ms)
 
     def to_state(self) -> dict:
