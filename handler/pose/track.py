@@ -50,7 +50,7 @@ from .pipeline import MAX_PEOPLE, Detector, People, Person, estimate_people, oks
 from .region import MIN_JOINTS, MIN_SCORE, in_photo
 
 Box = tuple[float, float, float, float]
-STATE_VERSION = 1  # of to_state's JSON; load_state refuses any other
+STATE_VERSION = 2  # of to_state's JSON; load_state refuses any other
 MAX_STATE_TRACKS = 256  # live tracks a state may carry (20 people a frame, each kept 10 frames unseen, fits)
 MAX_STATE_NUMBER = 1e6  # every coordinate, velocity and score of a state lies within +/- this
 MAX_STATE_COUNT = 10**9  # frame counter and ids
@@ -268,15 +268,16 @@ class Tracker:
     def to_state(self) -> dict:
         """What the next frame depends on, as plain JSON (load_state takes it back): the frame counter and
         whether tracking is unsure (the detect-every-k schedule), the next id, and each live track's id,
-        frames unseen, velocity and last person (score, box, joints, joint scores; not the region the model
-        looked at, which matching never reads). Floats are written in full, so the round trip is exact.
+        frames unseen, velocity, score on its last detection frame (`detected_score`: what it reports when
+        followed) and last person (score, box, joints, joint scores; not the region the model looked at,
+        which matching never reads). Floats are written in full, so the round trip is exact.
         A smoothing tracker's filters are not carried: ValueError."""
         if self.options.smooth:
             raise ValueError("a smoothing tracker's state is not carried (its One Euro filters)")
         return {"version": STATE_VERSION, "frame": self.index, "unsure": self.unsure,
                 "next_id": self.tracks.next_id,
                 "tracks": [{"id": t.track_id, "missing": t.missing, "velocity": t.velocity.tolist(),
-                            "score": float(t.person.score), "box": [float(v) for v in t.person.box],
+                            "detected_score": float(t.score), "score": float(t.person.score), "box": [float(v) for v in t.person.box],
                             "points": t.person.points.tolist(), "scores": t.person.scores.tolist()}
                            for t in self.tracks.live]}
 
@@ -302,7 +303,7 @@ class Tracker:
 
     def _track_of(self, item: object, k: int, joints: int, next_id: int) -> Track:
         what = f"the state's track {k}"
-        doc = _fields(item, what, {"id", "missing", "velocity", "score", "box", "points", "scores"})
+        doc = _fields(item, what, {"id", "missing", "velocity", "detected_score", "score", "box", "points", "scores"})
         track_id = _count(doc["id"], f"{what}'s id", 1)
         if track_id >= next_id:
             raise StateError(f"{what}'s id must be below next_id")
@@ -315,7 +316,8 @@ class Tracker:
         person = Person(_numbers(doc["points"], (joints, 2), f"{what}'s points"),
                         _numbers(doc["scores"], (joints,), f"{what}'s scores"),
                         float(_numbers(doc["score"], (), f"{what}'s score")), tuple(box.tolist()), None)
-        return Track(track_id, person, missing, _numbers(doc["velocity"], (2,), f"{what}'s velocity"))
+        return Track(track_id, person, missing, _numbers(doc["velocity"], (2,), f"{what}'s velocity"),
+                     score=float(_numbers(doc["detected_score"], (), f"{what}'s detected_score")))
 
     def _trackable(self, people: Sequence[Person]) -> list[Person]:
         """The people worth a track: scored at least min_score, and not a duplicate of a better-scored one
