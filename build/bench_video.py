@@ -4,6 +4,7 @@
     python -m build.bench_video CLIP.mp4 --frames 90 --rounds 3
     python -m build.bench_video CLIP.mp4 --long-clip out/long.mp4    # CLIP looped and scaled: 60 s of 1280x720
     python -m build.bench_video --ids --frames 150       # per clip: tracks, id breaks, frames per CPU second
+    python -m build.bench_video --ids --frames 150 --keep-score 0.1   # ... tracks kept down to 0.1 once started
 
 For each clip, its first `--frames` frames are decoded once and held; then, in each round, the photo
 pipeline (`pipeline.estimate_people` on every frame, what POST /pose does) and the tracker
@@ -189,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=60, help="the first frames of each clip (default 60)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--ids", action="store_true", help="track each clip once: tracks and id breaks")
+    ap.add_argument("--keep-score", type=float, help="with --ids: the tracker's keep_score (default: min_score)")
     ap.add_argument("--long-clip", type=Path, metavar="OUT", help="write the first clip looped to OUT instead")
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--size", default="1280x720", help="the long clip's WxH")
@@ -202,9 +204,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: no clips given and none in {CLIPS} (clone the project with ../shared beside it)")
         return 0
     models = default_models()
-    rows = [(clip_tracks(p, models, a.frames) if a.ids else compare(p, models, a.frames, a.rounds)) for p in paths]
+    rows = [(clip_tracks(p, models, a.frames, TrackOptions(keep_score=a.keep_score)) if a.ids else compare(p, models, a.frames, a.rounds)) for p in paths]
     print(f"{dt.date.today()}, commit {provenance.commit()}, `{provenance.command(__file__, argv)}`, "
-          f"{models.pose.card.name} + {models.detector.card.name if models.detector else 'no detector'}, 1 thread\n")
+          f"{models.pose.card.name} + {models.detector.card.name if models.detector else 'no detector'}, 1 thread, "
+          f"keep_score {a.keep_score}\n")
     print(ids_table(rows) if a.ids else table(rows))
     return 0
 

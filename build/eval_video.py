@@ -16,7 +16,8 @@ answered twice, by the served default models at one onnxruntime thread:
 and both are scored by pycocotools over all frames (evaluate.keypoint_ap, at most 20 people a frame). The
 issue's goal: the tracker within 1 point of the photo pipeline. Both are also scored on the tracker's detection
 frames and on its followed frames apart: where a gap comes from. `--min-score` tracks with another TrackOptions
-min_score (docs/video.md has what it and the followed people's scores cost).
+min_score, `--keep-score` with hysteresis (tracks started from min_score, kept down to keep_score); docs/video.md
+has what they and the followed people's scores cost.
 """
 
 from __future__ import annotations
@@ -135,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--photos", type=int, help="the first N photos only (default: all 23)")
     ap.add_argument("--min-score", type=float, default=TrackOptions.min_score,
                     help=f"the tracker's min_score (default {TrackOptions.min_score})")
+    ap.add_argument("--keep-score", type=float, help="the tracker's keep_score (default: min_score)")
     ap.add_argument("--eval-dir", type=Path, default=evaluate.EVAL)
     a = ap.parse_args(argv)
     if not (a.eval_dir / "coco_multi.json").is_file():
@@ -143,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     from build.bench_video import default_models
 
     models = default_models()
-    r = measure(models, a.eval_dir, a.frames, a.photos, TrackOptions(min_score=a.min_score))
+    r = measure(models, a.eval_dir, a.frames, a.photos, TrackOptions(min_score=a.min_score, keep_score=a.keep_score))
     print(f"{dt.date.today()}, commit {provenance.commit()}, `{provenance.command(__file__, argv)}`, "
-          f"{models.pose.card.name} + {models.detector.card.name}, 1 thread, tracker min_score {a.min_score}: {r['photos']} clips of {a.frames} frames, "
+          f"{models.pose.card.name} + {models.detector.card.name}, 1 thread, tracker min_score {a.min_score} keep_score {a.keep_score}: {r['photos']} clips of {a.frames} frames, "
           f"{r['frames']} frames ({r['detection_frames']} detection frames for the tracker), "
           f"{r['scored_people']} scored person-frames; CPU s photo {r['cpu_s']['photo']}, tracker {r['cpu_s']['tracker']}\n")
     print(table(r))

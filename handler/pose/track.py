@@ -8,6 +8,8 @@ As Simple Baselines' tracker (Xiao et al. 2018, "for Human Pose Estimation and T
   `min_similarity` up; a person matched to no track starts a new one (a new id);
 - only people scored at least `min_score` are tracked, and of people whose joints agree (OKS above
   `duplicate_oks`: two crops of one person, or two boxes that converged on one) the better-scored one;
+  optionally (`keep_score`, off by default) with hysteresis: a track starts only from a person scored
+  `min_score` or more on a detection frame, and a person matched to a live track is kept down to `keep_score`;
 - on the other frames the detector is skipped: each track seen on the previous frame gives a box, the extent
   of its joints widened (`follow_box`), and the pose model looks there alone (pipeline.people_in_boxes); the
   people found are matched to the tracks as on a detection frame, without starting any: where two people
@@ -66,6 +68,7 @@ class TrackOptions:
     oks_weight: float = 0.5  # similarity = oks_weight x OKS + (1 - oks_weight) x box IoU
     unsure_score: float = 0.5  # a followed person scored under this makes the next frame a detection frame
     min_score: float = 0.3  # people scored under this are not tracked (nor reported): the detector's doubts
+    keep_score: float | None = None  # ... unless matched to a live track and scored this much (None: min_score)
     duplicate_oks: float = 0.5  # a person whose joints agree this much (OKS) with a better-scored one is them
     smooth: bool = False  # One Euro filter on the reported joints
     min_cutoff: float = 1.0  # One Euro: the cutoff (Hz) at rest ...
@@ -74,6 +77,13 @@ class TrackOptions:
     def __post_init__(self) -> None:
         if self.detect_every < 1 or self.keep_missing < 0:
             raise ValueError("detect_every must be >= 1 and keep_missing >= 0")
+        if self.keep_score is not None and self.keep_score > self.min_score:
+            raise ValueError("keep_score must be at most min_score")
+
+    @property
+    def kept_from(self) -> float:
+        """The least score of a person the tracker considers: keep_score, or min_score when it is unset."""
+        return self.min_score if self.keep_score is None else self.keep_score
 
 
 @dataclass
@@ -168,9 +178,9 @@ class Tracks:
 
     def match(self, people: Sequence[Person], time_s: float = 0.0, start: bool = True) -> list[TrackedPerson]:
         """A frame's people -> each with a track id: greedy on similarity, best pair first, from min_similarity
-        up; an unmatched track ages. With `start` (a detection frame) an unmatched person starts a new track and
-        each person's score becomes their track's; without (a followed frame) an unmatched person is left out
-        and each is reported with their track's score."""
+        up; an unmatched track ages. With `start` (a detection frame) an unmatched person scored min_score or
+        more starts a new track and each person's score becomes their track's; an unmatched person is otherwise
+        left out, and on a followed frame each is reported with their track's score."""
         expected = [t.expected() for t in self.live]
         pairs = sorted(((similarity(e, p, self.options.oks_weight), ti, pi)
                         for ti, e in enumerate(expected) for pi, p in enumerate(people)), reverse=True)
@@ -183,7 +193,7 @@ class Tracks:
                 owner[pi] = self.live[ti]
                 taken.add(ti)
         for pi, person in enumerate(people):
-            if pi not in owner and start:
+            if pi not in owner and start and person.score >= self.options.min_score:
                 owner[pi] = self._start(person)
         return self._seen([(owner[pi], p) for pi, p in enumerate(people) if pi in owner], time_s, start)
 
@@ -320,9 +330,10 @@ class Tracker:
                      score=float(_numbers(doc["detected_score"], (), f"{what}'s detected_score")))
 
     def _trackable(self, people: Sequence[Person]) -> list[Person]:
-        """The people worth a track: scored at least min_score, and not a duplicate of a better-scored one
-        (two crops of one person, which the photo pipeline's stricter OKS_NMS keeps)."""
-        return oks_nms([p for p in people if p.score >= self.options.min_score], self.options.duplicate_oks)
+        """The people worth a track: scored at least `kept_from` (Tracks.match starts tracks from min_score
+        only), and not a duplicate of a better-scored one (two crops of one person, which the photo pipeline's
+        stricter OKS_NMS keeps)."""
+        return oks_nms([p for p in people if p.score >= self.options.kept_from], self.options.duplicate_oks)
 
 class StateError(BadRequest):
     """A tracker state that is not what Tracker.to_state writes (POST /track answers it 400)."""
