@@ -204,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: no clips given and none in {CLIPS} (clone the project with ../shared beside it)")
         return 0
     models = default_models()
-    rows = [(clip_tracks(p, models, a.frames, TrackOptions(keep_score=a.keep_score)) if a.ids else compare(p, models, a.frames, a.rounds)) for p in paths]
+    options = TrackOptions(keep_score=a.keep_score)
+    rows = [(clip_tracks(p, models, a.frames, options) if a.ids else compare(p, models, a.frames, a.rounds))
+            for p in paths]
     print(f"{dt.date.today()}, commit {provenance.commit()}, `{provenance.command(__file__, argv)}`, "
           f"{models.pose.card.name} + {models.detector.card.name if models.detector else 'no detector'}, 1 thread, "
           f"keep_score {a.keep_score}\n")

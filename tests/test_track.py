@@ -4,6 +4,8 @@ nearest the box's (or nobody)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -234,3 +236,34 @@ def test_a_followed_person_is_reported_with_the_score_of_their_last_detection():
         reported.append((result.detected, [tp.person.score for tp in result.people]))
     assert [d for d, _ in reported] == [f % 5 == 0 for f in range(12)]  # 0.95 followed: tracking stays sure
     assert [s for _, s in reported] == [[pytest.approx(0.6 + 0.01 * (f - f % 5))] for f in range(12)]
+
+
+def test_hysteresis_keeps_a_started_track_under_min_score_but_starts_none_there():
+    # A is scored 0.9 on frames 0-2, then 0.2 (under min_score 0.3); B, who appears on frame 4, 0.2 throughout;
+    # their joints are placed surely (0.9) as a detector's doubt lowers a person's score, not their joints'
+    def a(f: int) -> np.ndarray:
+        return skeleton(150 + 2 * f, 240)
+
+    def seen(pts: np.ndarray, score: float) -> Person:
+        return replace(person(pts, 0.9), score=score)
+
+    def ids(options: TrackOptions) -> list[list[int]]:
+        frame = {"f": 0}
+
+        def a_now() -> Person:
+            return seen(a(frame["f"]), 0.9 if frame["f"] < 3 else 0.2)
+
+        b = [seen(skeleton(450, 240), 0.2)]
+        tracker = Tracker(lambda rgb: People([a_now()] + (b if frame["f"] >= 4 else [])),
+                          lambda rgb, boxes: People([a_now() for _ in boxes]), options)
+        out = []
+        for f in range(12):
+            frame["f"] = f
+            out.append([tp.track_id for tp in tracker.step(FRAME, f / FPS).people])
+        return out
+
+    # followed and detected down to 0.2: A keeps one id throughout, and B is never started
+    assert ids(TrackOptions(min_score=0.3, keep_score=0.1)) == [[1]] * 12
+    assert ids(TrackOptions(min_score=0.3)) == [[1]] * 3 + [[]] * 9  # without: A is dropped at 0.2
+    with pytest.raises(ValueError):
+        TrackOptions(min_score=0.3, keep_score=0.4)
