@@ -1,6 +1,6 @@
 """Every person in a clip tracked through it: frames in, OUT/tracks.json and an annotated MP4 out.
 
-    python -m local.video IN OUT [--detect-every 5] [--keep-missing 10] [--min-score 0.3] [--smooth]
+    python -m local.video IN OUT [--detect-every 5] [--keep-missing 10] [--min-score 0.3] [--keep-score S] [--smooth]
                                  [--max-frames N] [--threads 1] [--threshold X] [--max-people N]
                                  [--segment-seconds S [--overlap-seconds 1] [--workers 1]]
 
@@ -174,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-score", type=float, default=TrackOptions.min_score,
                         help="people scored under this are not tracked (0.1: every person COCO counts, more short "
                              "tracks; docs/video.md)")
+    parser.add_argument("--keep-score", type=float,
+                        help="a followed person is kept down to this score (default: --min-score; docs/video.md)")
     parser.add_argument("--smooth", action="store_true", help="One Euro filter on the joints")
     parser.add_argument("--max-frames", type=int, help="stop after this many frames of each clip")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads (default 1: per core)")
@@ -198,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     segmenting = (Segmenting(args.segment_seconds, args.overlap_seconds, args.workers, model_env)
                   if args.segment_seconds else None)
     options = TrackOptions(detect_every=args.detect_every, keep_missing=args.keep_missing, min_score=args.min_score,
-                           smooth=args.smooth)
+                           keep_score=args.keep_score, smooth=args.smooth)
     failed = 0
     for path, out in jobs:
         try:
