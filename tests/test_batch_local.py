@@ -176,7 +176,8 @@ def test_a_second_run_skips_what_is_done_and_a_cut_last_line_is_redone(folder, t
 
 
 def test_ctrl_c_stops_cleanly_and_the_next_run_finishes_the_rest(tmp_path):
-    photos = linked_photos(tmp_path, 40)
+    count = 120  # enough that Ctrl-C after the second line lands mid-run even on a loaded machine
+    photos = linked_photos(tmp_path, count)
     out = tmp_path / "out"
     process = started(photos, out, "--workers", "2")
     try:
@@ -189,12 +190,12 @@ def test_ctrl_c_stops_cleanly_and_the_next_run_finishes_the_rest(tmp_path):
     assert process.returncode == 130, stderr[-3000:]
     assert "interrupted" in stderr and "Traceback" not in stderr
     partial = lines(out)
-    assert 2 <= len(partial) < 40
+    assert 2 <= len(partial) < count
     rest = cli(photos, out)
-    assert rest.returncode == 0 and f"{40 - len(partial)} photos ({len(partial)} already done)" in rest.stdout
+    assert rest.returncode == 0 and f"{count - len(partial)} photos ({len(partial)} already done)" in rest.stdout
     files = [line["file"] for line in lines(out)]
-    assert len(files) == len(set(files)) == 40
-    assert json.loads((out / "images.json").read_text())["images"][-1]["id"] == 40
+    assert len(files) == len(set(files)) == count
+    assert json.loads((out / "images.json").read_text())["images"][-1]["id"] == count
 
 
 def test_what_is_not_a_readable_photo_file_is_an_error_line_not_a_hang(tmp_path):

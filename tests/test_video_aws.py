@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.aws, pytest.mark.model]
 DEFINITION = ROOT / "statemachine" / "video.asl.json"
 FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:video"
 BASKETBALL = SHARED / "video" / "mmaction2_test_video_structuralize.mp4"
-CLIPS, RESULTS = "clips", "results"
+CLIPS, RESULTS = "video-clips", "video-results"  # buckets of their own: the moto server is shared by every module
 JOB = {"input": {"bucket": CLIPS, "prefix": "in/"}, "output": {"bucket": RESULTS, "prefix": "run/"},
        "segment_seconds": 1.0, "overlap_seconds": 0.3}
 PAYLOAD_LIMIT = 256 * 1024  # Step Functions' limit on a state's input and output
