@@ -116,6 +116,8 @@ class S3Object(io.RawIOBase):
         while self.position < end:
             number, offset = divmod(self.position, self.block)
             data = self._block(number)[offset: offset + end - self.position]
+            if not data:  # the object is shorter than its size said (replaced meanwhile): its end, not a hang
+                break
             out += data
             self.position += len(data)
         return bytes(out)

@@ -340,3 +340,12 @@ def test_a_clip_longer_than_one_machine_takes_is_planned_in_segments(handler, en
     segments = planned["segments"]
     assert len(segments) == 23 and segments[-1]["end"] == 660  # 30 s segments, each starting 29 s after the last
     assert all(s["seek"] is not None for s in segments)  # each starts from a keyframe, not the clip's start
+
+
+def test_an_object_shorter_than_its_size_said_ends_a_read_rather_than_hang(handler, endpoint):
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                      aws_secret_access_key="testing")
+    s3.create_bucket(Bucket="shrunk-clips")
+    s3.put_object(Bucket="shrunk-clips", Key="in/a.mp4", Body=b"x" * 100)
+    file = handler.S3Object("shrunk-clips", "in/a.mp4", size=300, block=64)  # replaced by a shorter one since
+    assert file.read() == b"x" * 100 and file.read(10) == b""
